@@ -1,0 +1,556 @@
+"""The :class:`Distiller`: a ``keras.Model`` that trains a student from a frozen teacher."""
+
+import logging
+import re
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kdkeras import losses as losses_module
+from kdkeras.data import INPUTS_KEY, TEACHER_LOGITS_KEY
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Distiller"]
+
+_LABEL_CHECK_TAG = "kdkeras-label-range-check"
+
+
+def _final_layer(model):
+    layers = getattr(model, "layers", None)
+    return layers[-1] if layers else None
+
+
+def _applies_softmax(model):
+    """True when the model's last layer turns its output into probabilities."""
+    layer = _final_layer(model)
+    if layer is None:
+        return False
+    if isinstance(layer, keras.layers.Softmax):
+        return True
+    activation = getattr(layer, "activation", None)
+    if activation is None:
+        return False
+    return activation is keras.activations.softmax or (
+        getattr(activation, "__name__", "") == "softmax"
+    )
+
+
+def _output_dim(model):
+    """The static number of output logits of a built functional model, or None."""
+    try:
+        outputs = model.outputs
+    except (AttributeError, ValueError):
+        return None
+    if not outputs or len(outputs) != 1:
+        return None
+    return outputs[0].shape[-1]
+
+
+def _is_array(value):
+    return isinstance(value, (np.ndarray, tf.Tensor)) or (
+        hasattr(value, "__array__") and not isinstance(value, tf.data.Dataset)
+    )
+
+
+@keras.saving.register_keras_serializable(package="kdkeras")
+class Distiller(keras.Model):
+    """Trains a student network to match a frozen teacher (knowledge distillation).
+
+    The loss of one batch (Hinton, Vinyals & Dean, 2015) is::
+
+        alpha * student_loss(y, z_s) + (1 - alpha) * distillation_loss(z_t, z_s, T)
+
+    where ``z_t`` and ``z_s`` are the teacher's and the student's logits. With
+    the default ``distillation_loss_fn="kl"`` the distillation term is
+    ``T**2 * KL(softmax(z_t / T) || softmax(z_s / T))``. ``alpha`` is the weight
+    of the hard-label loss, as in the keras.io "Knowledge Distillation"
+    example (some texts call ``1 - alpha`` "alpha").
+
+    The teacher is frozen and always called with ``training=False``.
+    ``call``/``predict`` return the student's plain logits (``T = 1``).
+    ``fit`` and ``evaluate`` report ``loss``, ``student_loss``,
+    ``distillation_loss``, ``agreement`` (teacher-student top-1 agreement)
+    and the compiled metrics on the student's predictions.
+
+    Batches may be ``(x, y)``, ``(x, y, sample_weight)``, or carry cached
+    teacher logits as ``({"inputs": x, "teacher_logits": t}, y[, sample_weight])``
+    (see :func:`kdkeras.cache_teacher_logits`), in which case the teacher is
+    not run. Under ``tf.distribute`` one step updates the weights exactly as
+    one device does on the same global batch.
+
+    Args:
+        student: The ``keras.Model`` to train; it must output logits.
+        teacher: The trained ``keras.Model``; logits of the same shape.
+        **kwargs: Passed on to ``keras.Model`` (for example ``name``).
+
+    Example:
+
+    ```python
+    teacher = kdkeras.build_teacher()
+    # ... teacher.compile(...); teacher.fit(...)
+    distiller = kdkeras.Distiller(student=kdkeras.build_student(), teacher=teacher)
+    distiller.compile(
+        optimizer=keras.optimizers.Adam(),
+        metrics=[keras.metrics.SparseCategoricalAccuracy()],
+        student_loss_fn=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        distillation_loss_fn="kl",
+        alpha=0.1,
+        temperature=3.0,
+    )
+    distiller.fit(train_ds, epochs=3, validation_data=test_ds)
+    distiller.student.save("student.keras")
+    ```
+    """
+
+    def __init__(self, student, teacher, **kwargs):
+        super().__init__(**kwargs)
+        for role, model in (("student", student), ("teacher", teacher)):
+            if not isinstance(model, keras.Model):
+                raise TypeError(
+                    f"{role} must be a keras.Model; received {model!r} of type "
+                    f"{type(model).__name__}."
+                )
+            if _applies_softmax(model):
+                raise ValueError(
+                    f"The {role} {model.name!r} ends in a softmax (last layer "
+                    f"{_final_layer(model).name!r}), so it outputs probabilities. "
+                    "Distillation needs logits: rebuild the last layer without the "
+                    'activation (e.g. Dense(num_classes) instead of Dense(num_classes, '
+                    'activation="softmax")) and use from_logits=True losses.'
+                )
+        t_dim, s_dim = _output_dim(teacher), _output_dim(student)
+        if t_dim is not None and s_dim is not None and t_dim != s_dim:
+            raise ValueError(
+                f"Teacher and student output shapes differ: teacher {teacher.name!r} "
+                f"outputs {t_dim} logits, student {student.name!r} outputs {s_dim}. "
+                "Both must predict the same classes; rebuild the student with "
+                f"num_classes={t_dim}."
+            )
+        self.student = student
+        self.teacher = teacher
+        self.teacher.trainable = False
+        self.temperature_variable = self.add_weight(
+            name="temperature",
+            shape=(),
+            initializer=keras.initializers.Constant(3.0),
+            trainable=False,
+            dtype="float32",
+        )
+        self.alpha_variable = self.add_weight(
+            name="alpha",
+            shape=(),
+            initializer=keras.initializers.Constant(0.1),
+            trainable=False,
+            dtype="float32",
+        )
+        self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
+        self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
+        self.agreement_tracker = keras.metrics.Mean(name="agreement")
+        self.student_loss_fn = None
+        self.distillation_loss_fn = None
+        self._distill_compile_args = None
+        if student.built:
+            self.built = True
+
+    # ------------------------------------------------------------------ #
+    # Configuration
+    # ------------------------------------------------------------------ #
+    def get_config(self):
+        def serialize(model):
+            # The sub-models' own compile state (e.g. the teacher's optimizer)
+            # plays no part in distillation and is not saved with the distiller.
+            config = keras.saving.serialize_keras_object(model)
+            config.pop("compile_config", None)
+            return config
+
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "student": serialize(self.student),
+            "teacher": serialize(self.teacher),
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        student = keras.saving.deserialize_keras_object(
+            config.pop("student"), custom_objects=custom_objects
+        )
+        teacher = keras.saving.deserialize_keras_object(
+            config.pop("teacher"), custom_objects=custom_objects
+        )
+        return cls(student=student, teacher=teacher, **config)
+
+    def build(self, input_shape=None):
+        if not self.student.built and input_shape is not None:
+            self.student.build(input_shape)
+        self.built = True
+
+    # ------------------------------------------------------------------ #
+    # temperature / alpha
+    # ------------------------------------------------------------------ #
+    @property
+    def temperature(self):
+        """The current temperature (a float). Assigning validates and updates the variable."""
+        return float(keras.ops.convert_to_numpy(self.temperature_variable))
+
+    @temperature.setter
+    def temperature(self, value):
+        self.temperature_variable.assign(losses_module.check_temperature(value))
+
+    @property
+    def alpha(self):
+        """The current weight of the hard-label loss (a float in [0, 1])."""
+        return float(keras.ops.convert_to_numpy(self.alpha_variable))
+
+    @alpha.setter
+    def alpha(self, value):
+        self.alpha_variable.assign(losses_module.check_alpha(value))
+
+    # ------------------------------------------------------------------ #
+    # compile
+    # ------------------------------------------------------------------ #
+    def compile(
+        self,
+        optimizer="adam",
+        metrics=None,
+        student_loss_fn=None,
+        distillation_loss_fn="kl",
+        alpha=0.1,
+        temperature=3.0,
+        **kwargs,
+    ):
+        """Configures the distiller for training.
+
+        Args:
+            optimizer: Optimizer for the student (name or instance).
+            metrics: Metrics computed on the student's logits, as in
+                ``keras.Model.compile``. ``weighted_metrics`` is accepted too.
+            student_loss_fn: Hard-label loss on the student's logits; default
+                ``SparseCategoricalCrossentropy(from_logits=True)``. A string
+                naming a Keras cross-entropy is resolved with ``from_logits=True``.
+            distillation_loss_fn: ``"kl"`` (default), ``"reverse_kl"``,
+                ``"soft_ce"``, ``"mse"`` or another registered name (see
+                :func:`kdkeras.losses.available`), a ``keras.losses.Loss``
+                instance such as ``KLDivergence()`` (applied keras.io-style to
+                the softened distributions, times ``T**2``), or a function
+                ``f(teacher_logits, student_logits, temperature)``.
+            alpha: Weight of the hard-label loss, in ``[0, 1]``.
+            temperature: Softmax temperature ``T > 0`` of the soft targets.
+            **kwargs: Other ``keras.Model.compile`` arguments (``jit_compile``,
+                ``steps_per_execution``, ``run_eagerly``, ``weighted_metrics``,
+                ``auto_scale_loss``). ``loss`` is not accepted: use
+                ``student_loss_fn`` and ``distillation_loss_fn``.
+        """
+        if "loss" in kwargs:
+            raise TypeError(
+                "Distiller.compile() does not take `loss`; received "
+                f"loss={kwargs['loss']!r}. Pass student_loss_fn= (hard labels) and "
+                "distillation_loss_fn= (teacher soft targets) instead."
+            )
+        alpha = losses_module.check_alpha(alpha)
+        temperature = losses_module.check_temperature(temperature)
+        self.student_loss_fn = self._resolve_student_loss(student_loss_fn)
+        self.distillation_loss_fn = losses_module.get(distillation_loss_fn)
+        self._distill_compile_args = {
+            "student_loss_fn": self.student_loss_fn,
+            "distillation_loss_fn": distillation_loss_fn,
+            "alpha": alpha,
+            "temperature": temperature,
+        }
+        super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
+        self.temperature_variable.assign(temperature)
+        self.alpha_variable.assign(alpha)
+
+    @staticmethod
+    def _resolve_student_loss(student_loss_fn):
+        if student_loss_fn is None:
+            return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        if isinstance(student_loss_fn, str):
+            name = student_loss_fn.lower()
+            if name in ("sparse_categorical_crossentropy", "scce"):
+                return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+            if name in ("categorical_crossentropy", "cce"):
+                return keras.losses.CategoricalCrossentropy(from_logits=True)
+            try:
+                return keras.losses.get(student_loss_fn)
+            except ValueError:
+                raise ValueError(
+                    f"Unknown student_loss_fn {student_loss_fn!r}. Pass a Keras loss "
+                    "name or instance, e.g. keras.losses.SparseCategoricalCrossentropy"
+                    "(from_logits=True)."
+                ) from None
+        if not callable(student_loss_fn):
+            raise TypeError(
+                "student_loss_fn must be a Keras loss or callable f(y_true, y_pred); "
+                f"received {student_loss_fn!r}."
+            )
+        config = getattr(student_loss_fn, "get_config", lambda: {})()
+        if config.get("from_logits") is False:
+            logger.warning(
+                "student_loss_fn %s has from_logits=False, but the student outputs "
+                "logits; use from_logits=True.",
+                getattr(student_loss_fn, "name", student_loss_fn),
+            )
+        return student_loss_fn
+
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        if not self._distill_compile_args:
+            return config
+        args = dict(self._distill_compile_args)
+        dist = args["distillation_loss_fn"]
+        if not isinstance(dist, (str, keras.losses.Loss)):
+            name = losses_module.name_of(dist)
+            if name is None:
+                logger.warning(
+                    "The distillation loss %r is not registered by name; it is saved "
+                    "as a function and may not load. Register it with "
+                    "kdkeras.losses.register().",
+                    dist,
+                )
+            else:
+                dist = name
+        config.pop("loss", None)
+        config.pop("loss_weights", None)
+        config["student_loss_fn"] = keras.saving.serialize_keras_object(args["student_loss_fn"])
+        config["distillation_loss_fn"] = (
+            dist if isinstance(dist, str) else keras.saving.serialize_keras_object(dist)
+        )
+        config["alpha"] = args["alpha"]
+        config["temperature"] = args["temperature"]
+        return config
+
+    def compile_from_config(self, config):
+        config = dict(config)
+        dist = config.pop("distillation_loss_fn", "kl")
+        if not isinstance(dist, str):
+            dist = keras.saving.deserialize_keras_object(dist)
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(distillation_loss_fn=dist, **config)
+        if self.optimizer is not None and self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    # ------------------------------------------------------------------ #
+    # Forward pass and losses
+    # ------------------------------------------------------------------ #
+    @staticmethod
+    def _split_inputs(x):
+        """Splits a cached batch's inputs into (model inputs, teacher logits or None)."""
+        if isinstance(x, dict) and set(x) == {INPUTS_KEY, TEACHER_LOGITS_KEY}:
+            return x[INPUTS_KEY], x[TEACHER_LOGITS_KEY]
+        return x, None
+
+    def call(self, inputs, training=None):
+        inputs, _ = self._split_inputs(inputs)
+        return self.student(inputs, training=training)
+
+    def _unpack(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        x, teacher_logits = self._split_inputs(x)
+        return x, y, sample_weight, teacher_logits
+
+    def _teacher_logits(self, x, cached):
+        if cached is not None:
+            return tf.stop_gradient(tf.cast(cached, tf.float32))
+        return tf.stop_gradient(tf.cast(self.teacher(x, training=False), tf.float32))
+
+    @staticmethod
+    def _check_shapes(teacher_logits, student_logits):
+        t, s = teacher_logits.shape, student_logits.shape
+        if t.rank is not None and s.rank is not None:
+            if t.rank != s.rank or (
+                t[-1] is not None and s[-1] is not None and t[-1] != s[-1]
+            ):
+                raise ValueError(
+                    f"Teacher and student output shapes differ: teacher logits {t}, "
+                    f"student logits {s}. Both must predict the same classes."
+                )
+
+    def _check_labels(self, y, num_classes):
+        """In-graph check that integer labels lie in [0, num_classes)."""
+        if self.jit_compile or not y.dtype.is_integer:
+            return y
+        flat = tf.reshape(y, [-1])
+        bad = tf.logical_or(flat < 0, flat >= tf.cast(num_classes, flat.dtype))
+        check = tf.debugging.Assert(
+            tf.logical_not(tf.reduce_any(bad)),
+            [
+                f"{_LABEL_CHECK_TAG}: labels must be in [0, num_classes); num_classes =",
+                num_classes,
+                "; labels out of range:",
+                tf.boolean_mask(flat, bad),
+            ],
+            summarize=10,
+        )
+        with tf.control_dependencies([check]):
+            return tf.identity(y)
+
+    def _global_batch_size(self, local_batch_size):
+        """The number of examples in this step across all replicas.
+
+        Losses are summed over the local examples and divided by this number,
+        so that the optimizer's cross-replica SUM of gradients equals the
+        gradient of the mean over the global batch, as on one device.
+        """
+        ctx = tf.distribute.get_replica_context()
+        if ctx is None or ctx.num_replicas_in_sync == 1:
+            return local_batch_size
+        return ctx.all_reduce(tf.distribute.ReduceOp.SUM, local_batch_size)
+
+    def _per_example_student_loss(self, y, student_logits):
+        fn = self.student_loss_fn
+        if isinstance(fn, keras.losses.Loss):
+            values = fn.call(y, student_logits)
+        else:
+            values = fn(y, student_logits)
+        values = tf.cast(values, tf.float32)
+        if values.shape.rank is not None and values.shape.rank > 1:
+            values = tf.reduce_mean(values, axis=list(range(1, values.shape.rank)))
+        return values
+
+    def _distillation_losses(self, y, student_logits, teacher_logits, sample_weight):
+        """Returns (loss for the gradient, per-replica mean losses, local batch size)."""
+        if self.distillation_loss_fn is None:
+            raise RuntimeError("Call Distiller.compile() before fit(), evaluate() or test_step().")
+        student_logits = tf.cast(student_logits, tf.float32)
+        self._check_shapes(teacher_logits, student_logits)
+        y = self._check_labels(y, tf.shape(student_logits)[-1])
+        temperature = self.temperature_variable
+        alpha = self.alpha_variable
+        student_values = self._per_example_student_loss(y, student_logits)
+        distill_values = tf.cast(
+            self.distillation_loss_fn(teacher_logits, student_logits, temperature), tf.float32
+        )
+        local_n = tf.cast(tf.shape(student_logits)[0], tf.float32)
+        if sample_weight is None:
+            weights = tf.ones_like(student_values)
+        else:
+            weights = tf.reshape(tf.cast(sample_weight, tf.float32), [-1])
+        student_sum = tf.reduce_sum(weights * student_values)
+        distill_sum = tf.reduce_sum(weights * distill_values)
+        total_sum = alpha * student_sum + (1.0 - alpha) * distill_sum
+        grad_loss = total_sum / self._global_batch_size(local_n)
+        safe_n = tf.maximum(local_n, 1.0)
+        means = (total_sum / safe_n, student_sum / safe_n, distill_sum / safe_n)
+        return grad_loss, means, local_n, weights
+
+    def _update_trackers(self, means, local_n, student_logits, teacher_logits, weights):
+        total, student, distill = means
+        self._loss_tracker.update_state(total, sample_weight=local_n)
+        self.student_loss_tracker.update_state(student, sample_weight=local_n)
+        self.distillation_loss_tracker.update_state(distill, sample_weight=local_n)
+        agree = tf.cast(
+            tf.equal(tf.argmax(student_logits, axis=-1), tf.argmax(teacher_logits, axis=-1)),
+            tf.float32,
+        )
+        self.agreement_tracker.update_state(agree, sample_weight=weights)
+
+    def train_step(self, data):
+        x, y, sample_weight, cached = self._unpack(data)
+        teacher_logits = self._teacher_logits(x, cached)
+        with tf.GradientTape() as tape:
+            student_logits = self.student(x, training=True)
+            loss, means, local_n, weights = self._distillation_losses(
+                y, student_logits, teacher_logits, sample_weight
+            )
+            scaled_loss = self.optimizer.scale_loss(loss)
+        variables = self.trainable_variables
+        gradients = tape.gradient(scaled_loss, variables)
+        self.optimizer.apply_gradients(zip(gradients, variables))
+        self._update_trackers(means, local_n, student_logits, teacher_logits, weights)
+        return self.compute_metrics(x, y, student_logits, sample_weight)
+
+    def test_step(self, data):
+        x, y, sample_weight, cached = self._unpack(data)
+        teacher_logits = self._teacher_logits(x, cached)
+        student_logits = self.student(x, training=False)
+        _, means, local_n, weights = self._distillation_losses(y, student_logits, teacher_logits, sample_weight)
+        self._update_trackers(means, local_n, student_logits, teacher_logits, weights)
+        return self.compute_metrics(x, y, student_logits, sample_weight)
+
+    @property
+    def metrics(self):
+        # The loss trackers first, then compiled metrics (Keras' order), and
+        # never the teacher's or student's own compiled metrics.
+        metrics = []
+        if self.compiled:
+            metrics.append(self._loss_tracker)
+        metrics += [
+            self.student_loss_tracker,
+            self.distillation_loss_tracker,
+            self.agreement_tracker,
+        ]
+        if self.compiled and self._compile_metrics is not None:
+            metrics.append(self._compile_metrics)
+        return metrics
+
+    # ------------------------------------------------------------------ #
+    # Input validation around fit / evaluate
+    # ------------------------------------------------------------------ #
+    def _num_classes(self):
+        return _output_dim(self.student) or _output_dim(self.teacher)
+
+    def _check_data(self, x, y, role):
+        if x is None:
+            return
+        if isinstance(x, tf.data.Dataset):
+            if int(x.cardinality()) == 0:
+                raise ValueError(
+                    f"The {role} dataset is empty (cardinality 0): it yields no batches. "
+                    "Check the source arrays and any filter()/take() upstream."
+                )
+            return
+        if _is_array(x) and len(x) == 0:
+            raise ValueError(f"The {role} inputs are empty (0 examples); received shape {np.shape(x)}.")
+        if y is not None and _is_array(y):
+            y_arr = np.asarray(y)
+            n = self._num_classes()
+            if y_arr.dtype.kind in "iu" and y_arr.size and n is not None:
+                bad = (y_arr < 0) | (y_arr >= n)
+                if np.any(bad):
+                    raise ValueError(
+                        f"The {role} labels must be in [0, {n}) for a model with {n} "
+                        f"output logits; received {np.unique(y_arr[bad])[:10].tolist()} "
+                        f"({int(bad.sum())} labels out of range)."
+                    )
+
+    def _check_validation(self, validation_data):
+        if validation_data is None:
+            return
+        if isinstance(validation_data, tf.data.Dataset):
+            self._check_data(validation_data, None, "validation")
+        elif isinstance(validation_data, (tuple, list)) and len(validation_data) >= 2:
+            self._check_data(validation_data[0], validation_data[1], "validation")
+
+    def _reraise_friendly(self, error, role):
+        message = getattr(error, "message", str(error))
+        if _LABEL_CHECK_TAG in message:
+            detail = message[message.index(_LABEL_CHECK_TAG) + len(_LABEL_CHECK_TAG) :]
+            detail = re.sub(r"\s+", " ", detail.split("\n\t [[")[0]).strip(" :")
+            raise ValueError(
+                f"Labels in the {role} data are out of range: {detail}. Labels must be "
+                "integer class indices 0..num_classes-1."
+            ) from None
+        if "Empty logs" in message:
+            raise ValueError(
+                f"The {role} data produced no batches (an empty dataset?). {message}"
+            ) from None
+        raise error
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        self._check_data(x, y, "training")
+        self._check_validation(kwargs.get("validation_data"))
+        try:
+            return super().fit(x, y, *args, **kwargs)
+        except (tf.errors.InvalidArgumentError, ValueError) as e:
+            self._reraise_friendly(e, "training")
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        self._check_data(x, y, "evaluation")
+        try:
+            return super().evaluate(x, y, *args, **kwargs)
+        except (tf.errors.InvalidArgumentError, ValueError) as e:
+            self._reraise_friendly(e, "evaluation")

@@ -1,0 +1,334 @@
+"""Distillation losses and the registry that selects them by name.
+
+Every loss here is a small pure function with one signature::
+
+    loss(teacher_logits, student_logits, temperature) -> per-example loss
+
+The inputs are logits of shape ``[batch, num_classes]``; the result has shape
+``[batch]`` and dtype float32, whatever the dtype of the logits (losses are
+always computed in float32, also under a mixed-precision policy). The ``T**2``
+factor of Hinton et al. (2015) is included wherever the formula has it, so
+that gradient magnitudes stay comparable across temperatures.
+
+All functions use ``tf.nn.log_softmax``, never ``log(softmax(...))`` or clipped
+probabilities, so they stay finite for logits as large as ``+-1e4`` and
+work inside ``tf.function`` and XLA.
+
+Names are looked up with :func:`get`; :func:`available` lists them and
+:func:`register` adds custom losses with the same signature.
+
+Example:
+
+```python
+import numpy as np
+import kdkeras
+
+kl = kdkeras.losses.get("kl")
+t = np.array([[2.0, 0.5, -1.0]], "float32")
+s = np.array([[1.0, 1.0, 0.0]], "float32")
+per_example = kl(t, s, 3.0)  # shape (1,), float32
+```
+"""
+
+import inspect
+import math
+
+import keras
+import tensorflow as tf
+
+__all__ = [
+    "kl_divergence",
+    "reverse_kl_divergence",
+    "soft_target_cross_entropy",
+    "logit_mse",
+    "keras_loss_on_soft_targets",
+    "get",
+    "register",
+    "available",
+]
+
+
+def _as_float32(teacher_logits, student_logits, temperature):
+    teacher_logits = tf.cast(teacher_logits, tf.float32)
+    student_logits = tf.cast(student_logits, tf.float32)
+    temperature = tf.cast(temperature, tf.float32)
+    return teacher_logits, student_logits, temperature
+
+
+def kl_divergence(teacher_logits, student_logits, temperature):
+    """Forward KL divergence ``T**2 * KL(p_t || p_s)`` per example (Hinton KD).
+
+    ``p_t = softmax(z_t / T)`` and ``p_s = softmax(z_s / T)``. The gradient
+    with respect to the student logits is ``T * (p_s - p_t)``.
+
+    Args:
+        teacher_logits: Teacher logits, shape ``[batch, classes]``.
+        student_logits: Student logits, same shape.
+        temperature: Softmax temperature ``T > 0`` (scalar).
+
+    Returns:
+        Float32 tensor of shape ``[batch]``.
+    """
+    zt, zs, t = _as_float32(teacher_logits, student_logits, temperature)
+    log_pt = tf.nn.log_softmax(zt / t, axis=-1)
+    log_ps = tf.nn.log_softmax(zs / t, axis=-1)
+    pt = tf.exp(log_pt)
+    return tf.square(t) * tf.reduce_sum(pt * (log_pt - log_ps), axis=-1)
+
+
+def reverse_kl_divergence(teacher_logits, student_logits, temperature):
+    """Reverse (mode-seeking) KL divergence ``T**2 * KL(p_s || p_t)`` per example.
+
+    Args:
+        teacher_logits: Teacher logits, shape ``[batch, classes]``.
+        student_logits: Student logits, same shape.
+        temperature: Softmax temperature ``T > 0`` (scalar).
+
+    Returns:
+        Float32 tensor of shape ``[batch]``.
+    """
+    zt, zs, t = _as_float32(teacher_logits, student_logits, temperature)
+    log_pt = tf.nn.log_softmax(zt / t, axis=-1)
+    log_ps = tf.nn.log_softmax(zs / t, axis=-1)
+    ps = tf.exp(log_ps)
+    return tf.square(t) * tf.reduce_sum(ps * (log_ps - log_pt), axis=-1)
+
+
+def soft_target_cross_entropy(teacher_logits, student_logits, temperature):
+    """Soft-target cross-entropy ``-T**2 * sum_c p_t[c] log p_s[c]`` per example.
+
+    It differs from :func:`kl_divergence` by ``T**2`` times the teacher's
+    entropy, a constant for the student, so its gradient is the same.
+
+    Args:
+        teacher_logits: Teacher logits, shape ``[batch, classes]``.
+        student_logits: Student logits, same shape.
+        temperature: Softmax temperature ``T > 0`` (scalar).
+
+    Returns:
+        Float32 tensor of shape ``[batch]``.
+    """
+    zt, zs, t = _as_float32(teacher_logits, student_logits, temperature)
+    pt = tf.nn.softmax(zt / t, axis=-1)
+    log_ps = tf.nn.log_softmax(zs / t, axis=-1)
+    return -tf.square(t) * tf.reduce_sum(pt * log_ps, axis=-1)
+
+
+def logit_mse(teacher_logits, student_logits, temperature):
+    """Mean squared error between logits (Caruana-style logit matching).
+
+    The temperature is accepted for a uniform signature and ignored: logit
+    matching is the high-temperature limit of KD and needs no softening.
+
+    Args:
+        teacher_logits: Teacher logits, shape ``[batch, classes]``.
+        student_logits: Student logits, same shape.
+        temperature: Ignored.
+
+    Returns:
+        Float32 tensor of shape ``[batch]``: the mean over classes.
+    """
+    del temperature
+    zt = tf.cast(teacher_logits, tf.float32)
+    zs = tf.cast(student_logits, tf.float32)
+    return tf.reduce_mean(tf.square(zs - zt), axis=-1)
+
+
+def keras_loss_on_soft_targets(loss):
+    """Wraps a Keras probability loss the way the keras.io KD example uses it.
+
+    The keras.io "Knowledge Distillation" example calls
+    ``loss(softmax(z_t / T), softmax(z_s / T)) * T**2``. This returns a
+    function with the kdkeras signature that does exactly that, per example.
+    Note that Keras' ``KLDivergence`` clips probabilities to ``[1e-7, 1]``; the
+    registered ``"kl"`` loss does not need to and is preferred.
+
+    Args:
+        loss: A ``keras.losses.Loss`` instance, or a Keras loss function
+            ``f(y_true, y_pred)`` that returns one value per example.
+
+    Returns:
+        A function ``f(teacher_logits, student_logits, temperature)``.
+    """
+    if isinstance(loss, keras.losses.Loss):
+        per_example = loss.call  # unreduced, one value per example
+    else:
+        per_example = loss
+
+    def distill(teacher_logits, student_logits, temperature):
+        zt, zs, t = _as_float32(teacher_logits, student_logits, temperature)
+        values = per_example(
+            tf.nn.softmax(zt / t, axis=-1), tf.nn.softmax(zs / t, axis=-1)
+        )
+        return tf.square(t) * tf.cast(values, tf.float32)
+
+    distill.__name__ = f"soft_targets_{getattr(loss, 'name', None) or getattr(loss, '__name__', 'loss')}"
+    distill.wrapped_keras_loss = loss
+    return distill
+
+
+_REGISTRY = {}
+_ALIASES = {
+    # Keras' own name resolves here to the correct, softened and T**2-scaled
+    # formula (keras.distillation.LogitsDistillation resolves it to a raw
+    # function applied to scaled logits, see DESIGN.md).
+    "kl_divergence": "kl",
+    "kld": "kl",
+    "forward_kl": "kl",
+    "reverse_kl_divergence": "reverse_kl",
+    "cross_entropy": "soft_ce",
+    "soft_cross_entropy": "soft_ce",
+    "logit_mse": "mse",
+    "mean_squared_error": "mse",
+}
+
+
+def register(name, fn=None, *, overwrite=False):
+    """Registers a distillation loss under ``name``.
+
+    Can be used directly or as a decorator.
+
+    Args:
+        name: The name to select the loss by (lower case is recommended).
+        fn: A function ``f(teacher_logits, student_logits, temperature)``
+            returning a per-example float32 tensor of shape ``[batch]``.
+        overwrite: Replace an existing registration instead of failing.
+
+    Returns:
+        ``fn`` (or a decorator when ``fn`` is omitted).
+
+    Example:
+
+    ```python
+    @kdkeras.losses.register("half_kl")
+    def half_kl(teacher_logits, student_logits, temperature):
+        return 0.5 * kdkeras.losses.kl_divergence(
+            teacher_logits, student_logits, temperature)
+    ```
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"A loss name must be a non-empty string; received {name!r}.")
+
+    def decorator(f):
+        if not callable(f):
+            raise TypeError(f"Only callables can be registered as losses; received {f!r}.")
+        key = name.lower()
+        if (key in _REGISTRY or key in _ALIASES) and not overwrite:
+            raise ValueError(
+                f"A distillation loss named {name!r} is already registered. "
+                "Pass overwrite=True to replace it."
+            )
+        _REGISTRY[key] = f
+        return f
+
+    if fn is None:
+        return decorator
+    return decorator(fn)
+
+
+def available():
+    """Returns the sorted names of all registered distillation losses."""
+    return sorted(_REGISTRY)
+
+
+def _positional_arity(fn):
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return sum(1 for p in params if p.kind in kinds)
+
+
+def get(identifier):
+    """Returns a distillation loss function from a name, Keras loss or callable.
+
+    Args:
+        identifier: One of
+
+            - a registered name (see :func:`available`), case-insensitive;
+              ``"kl_divergence"`` is an alias of ``"kl"``;
+            - a ``keras.losses.Loss`` instance such as
+              ``keras.losses.KLDivergence()``, or a two-argument Keras loss
+              function ``f(y_true, y_pred)``: applied keras.io-style to the
+              softened distributions, times ``T**2``
+              (see :func:`keras_loss_on_soft_targets`);
+            - a function ``f(teacher_logits, student_logits, temperature)``,
+              returned as it is.
+
+    Returns:
+        A function ``f(teacher_logits, student_logits, temperature)`` that
+        returns a float32 tensor of shape ``[batch]``.
+
+    Raises:
+        ValueError: for an unknown name (the message lists the valid ones).
+        TypeError: for anything that is neither a name nor a callable.
+    """
+    if isinstance(identifier, str):
+        key = identifier.lower()
+        key = _ALIASES.get(key, key)
+        if key not in _REGISTRY:
+            raise ValueError(
+                f"Unknown distillation loss {identifier!r}. Valid names: "
+                f"{', '.join(available())} (aliases: {', '.join(sorted(_ALIASES))}). "
+                "Pass one of these, a keras.losses.Loss instance, or a function "
+                "f(teacher_logits, student_logits, temperature)."
+            )
+        return _REGISTRY[key]
+    if isinstance(identifier, keras.losses.Loss):
+        return keras_loss_on_soft_targets(identifier)
+    if callable(identifier):
+        if _positional_arity(identifier) == 2:
+            return keras_loss_on_soft_targets(identifier)
+        return identifier
+    raise TypeError(
+        "distillation_loss_fn must be a loss name, a keras.losses.Loss instance "
+        f"or a callable; received {identifier!r} of type {type(identifier).__name__}. "
+        f"Valid names: {', '.join(available())}."
+    )
+
+
+def name_of(fn):
+    """Returns the registered name of ``fn``, or ``None`` if it is not registered."""
+    for key, value in _REGISTRY.items():
+        if value is fn:
+            return key
+    return None
+
+
+register("kl", kl_divergence)
+register("reverse_kl", reverse_kl_divergence)
+register("soft_ce", soft_target_cross_entropy)
+register("mse", logit_mse)
+
+
+def check_temperature(temperature):
+    """Validates a temperature and returns it as a Python float."""
+    try:
+        value = float(temperature)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"temperature must be a positive finite number; received {temperature!r}."
+        ) from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(
+            f"temperature must be a finite number > 0; received {temperature!r}. "
+            "Typical values are 1 to 20 (Hinton et al. use 2 to 20); T = 1 is "
+            "the plain softmax."
+        )
+    return value
+
+
+def check_alpha(alpha):
+    """Validates ``alpha`` (the weight of the hard-label loss) and returns a float."""
+    try:
+        value = float(alpha)
+    except (TypeError, ValueError):
+        raise TypeError(f"alpha must be a number in [0, 1]; received {alpha!r}.") from None
+    if not (0.0 <= value <= 1.0):
+        raise ValueError(
+            f"alpha must be in [0, 1]; received {alpha!r}. alpha is the weight of "
+            "the hard-label (student) loss: total = alpha * student_loss + "
+            "(1 - alpha) * distillation_loss."
+        )
+    return value

@@ -371,6 +371,7 @@ class Distiller(keras.Model):
 
     def _check_labels(self, y, num_classes):
         """In-graph check that integer labels lie in [0, num_classes)."""
+        y = tf.convert_to_tensor(y)
         if self.jit_compile or not y.dtype.is_integer:
             return y
         flat = tf.reshape(y, [-1])

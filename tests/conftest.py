@@ -1,0 +1,55 @@
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import kdkeras  # noqa: E402
+
+LOGITS_LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+@pytest.fixture(autouse=True)
+def _float32_policy_and_seed():
+    keras.config.set_dtype_policy("float32")
+    keras.utils.set_random_seed(1234)
+    yield
+    keras.config.set_dtype_policy("float32")
+
+
+@pytest.fixture(scope="session")
+def sample_arrays():
+    return kdkeras.load_mnist_arrays("sample")
+
+
+@pytest.fixture(scope="session")
+def trained_teacher(sample_arrays):
+    """The article teacher, trained for 2 epochs on the bundled 4,000-digit split."""
+    keras.utils.set_random_seed(0)
+    (x, y), _ = sample_arrays
+    teacher = kdkeras.build_teacher(seed=0)
+    teacher.compile(optimizer="adam", loss=LOGITS_LOSS, metrics=["accuracy"])
+    teacher.fit(kdkeras.make_dataset(x, y, 64, shuffle=True, seed=0), epochs=2, verbose=0)
+    return teacher
+
+
+@pytest.fixture
+def small_batch(sample_arrays):
+    (x, y), _ = sample_arrays
+    return x[:96], y[:96]
+
+
+def softmax_np(z, t=1.0):
+    z = np.asarray(z, np.float64) / t
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def log_softmax_np(z, t=1.0):
+    z = np.asarray(z, np.float64) / t
+    m = z.max(axis=-1, keepdims=True)
+    return z - m - np.log(np.exp(z - m).sum(axis=-1, keepdims=True))

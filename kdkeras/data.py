@@ -228,9 +228,10 @@ def _tfds_arrays(data_dir=None, timeout=10.0):
         builder.download_and_prepare()
     out = []
     for split in ("train", "test"):
-        ds = builder.as_dataset(split=split, batch_size=-1, as_supervised=True)
-        x, y = tfds.as_numpy(ds)
-        out.append(_validated(x, y, f"tfds mnist [{split}]"))
+        # Large batches, then concatenate (batch_size=-1 aborts inside mocked tfds).
+        ds = builder.as_dataset(split=split, as_supervised=True).batch(10_000)
+        xs, ys = zip(*tfds.as_numpy(ds))
+        out.append(_validated(np.concatenate(xs), np.concatenate(ys), f"tfds mnist [{split}]"))
     return tuple(out)
 
 

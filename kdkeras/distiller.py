@@ -542,12 +542,21 @@ class Distiller(keras.Model):
         raise error
 
     def fit(self, x=None, y=None, *args, **kwargs):
+        """Trains the student; see ``keras.Model.fit``. Bad data raises ``ValueError``."""
         self._check_data(x, y, "training")
         self._check_validation(kwargs.get("validation_data"))
         try:
-            return super().fit(x, y, *args, **kwargs)
+            history = super().fit(x, y, *args, **kwargs)
         except (tf.errors.InvalidArgumentError, ValueError) as e:
             self._reraise_friendly(e, "training")
+        epochs = kwargs.get("epochs", args[1] if len(args) > 1 else 1)
+        initial_epoch = kwargs.get("initial_epoch", 0)
+        if epochs > initial_epoch and not history.history:
+            raise ValueError(
+                "The training data produced no batches (an empty dataset?): no "
+                "training step ran. Check the source arrays and any filter()/take() upstream."
+            )
+        return history
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         self._check_data(x, y, "evaluation")

@@ -1,0 +1,188 @@
+"""Model comparison: accuracy, macro F1, agreement and KL to the teacher, size, latency.
+
+:func:`compare` computes the numbers once; the main job, the notebook and
+the README all use it, so they report the same thing.
+"""
+
+import logging
+import os
+import tempfile
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["compare", "macro_f1", "format_table", "METRIC_LABELS"]
+
+#: Column headers for :func:`format_table`, in order.
+METRIC_LABELS = {
+    "accuracy": "accuracy",
+    "macro_f1": "macro F1",
+    "parameters": "parameters",
+    "bytes_on_disk": "size on disk (KiB)",
+    "latency_ms_per_image": "latency (ms/image)",
+    "agreement": "agreement w/ teacher",
+    "mean_kl_to_teacher": "KL to teacher",
+}
+
+
+def macro_f1(y_true, y_pred, num_classes):
+    """Unweighted mean of the per-class F1 scores (classes absent from both count as 0)."""
+    y_true = np.asarray(y_true).reshape(-1)
+    y_pred = np.asarray(y_pred).reshape(-1)
+    scores = []
+    for c in range(num_classes):
+        tp = np.sum((y_pred == c) & (y_true == c))
+        fp = np.sum((y_pred == c) & (y_true != c))
+        fn = np.sum((y_pred != c) & (y_true == c))
+        denom = 2 * tp + fp + fn
+        scores.append(0.0 if denom == 0 else 2 * tp / denom)
+    return float(np.mean(scores))
+
+
+def _as_arrays(data):
+    """Accepts (x, y) arrays or a dataset of (x, y[, w]) batches; returns arrays."""
+    if isinstance(data, tf.data.Dataset):
+        xs, ys = [], []
+        for batch in data:
+            x, y, _ = keras.utils.unpack_x_y_sample_weight(batch)
+            if isinstance(x, dict) and "inputs" in x:
+                x = x["inputs"]
+            xs.append(np.asarray(x))
+            ys.append(np.asarray(y))
+        if not xs:
+            raise ValueError("The evaluation dataset is empty: nothing to compare on.")
+        return np.concatenate(xs), np.concatenate(ys)
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        x, y = np.asarray(data[0]), np.asarray(data[1])
+        if len(x) == 0:
+            raise ValueError("The evaluation arrays are empty: nothing to compare on.")
+        return x, y
+    raise TypeError(
+        "data must be a tf.data.Dataset of (x, y) batches or an (x, y) pair of arrays; "
+        f"received {type(data).__name__}."
+    )
+
+
+def _log_softmax(z):
+    z = z.astype(np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def _deployable_size(model):
+    """Bytes of the model saved as ``.keras`` without optimizer state.
+
+    A compiled model's file also holds its optimizer's slots (Adam: twice the
+    weights), which deployment does not need and which would make sizes
+    incomparable between compiled and uncompiled models.
+    """
+    try:
+        bare = keras.models.clone_model(model)
+        bare.set_weights(model.get_weights())
+    except Exception:  # noqa: BLE001 - subclassed models may not clone
+        bare = model
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = os.path.join(tmp, "model.keras")
+        bare.save(tmp_path)
+        return os.path.getsize(tmp_path)
+
+
+def _latency_ms(model, example, repeats):
+    """Median wall time of one single-image forward pass (compiled), in ms."""
+    forward = tf.function(lambda x: model(x, training=False))
+    example = tf.convert_to_tensor(example[None])
+    for _ in range(3):
+        forward(example)  # trace and warm up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        np.asarray(forward(example))
+        times.append(time.perf_counter() - start)
+    return 1000.0 * float(np.median(times))
+
+
+def compare(models, data, teacher=None, batch_size=256, latency_repeats=50):
+    """Evaluates several models on the same data and returns one dict per model.
+
+    Args:
+        models: Mapping ``name -> keras.Model`` (logits out).
+        data: ``(x, y)`` arrays or a ``tf.data.Dataset`` of ``(x, y)`` batches.
+        teacher: Optional teacher; students are then also measured by their
+            top-1 ``agreement`` with it and their mean ``KL(p_t || p_s)`` at T = 1.
+            A model that *is* the teacher gets no agreement/KL entries.
+        batch_size: Batch size for prediction.
+        latency_repeats: Single-image forward passes timed per model.
+
+    Returns:
+        ``{name: {"accuracy", "macro_f1", "parameters", "bytes_on_disk",
+        "latency_ms_per_image"[, "agreement", "mean_kl_to_teacher"]}}``.
+        ``bytes_on_disk`` is the size of the ``.keras`` file without optimizer
+        state (what a deployment ships); latency is the median of
+        ``latency_repeats`` single-image forward passes.
+
+    Example:
+
+    ```python
+    metrics = kdkeras.evaluation.compare(
+        {"teacher": teacher, "student": distiller.student}, (x_test, y_test),
+        teacher=teacher)
+    print(kdkeras.evaluation.format_table(metrics))
+    ```
+    """
+    if not models:
+        raise ValueError("models is empty: pass a mapping name -> keras.Model.")
+    x, y = _as_arrays(data)
+    y = y.reshape(-1).astype(np.int64)
+    teacher_logits = None
+    if teacher is not None:
+        teacher_logits = np.asarray(teacher.predict(x, batch_size=batch_size, verbose=0))
+    results = {}
+    for name, model in models.items():
+        logits = np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
+        num_classes = logits.shape[-1]
+        pred = logits.argmax(-1)
+        entry = {
+            "accuracy": float(np.mean(pred == y)),
+            "macro_f1": macro_f1(y, pred, num_classes),
+            "parameters": int(model.count_params()),
+            "bytes_on_disk": int(_deployable_size(model)),
+            "latency_ms_per_image": _latency_ms(model, x[0], latency_repeats),
+        }
+        if teacher_logits is not None and model is not teacher:
+            log_pt = _log_softmax(teacher_logits)
+            log_ps = _log_softmax(logits)
+            entry["agreement"] = float(np.mean(pred == teacher_logits.argmax(-1)))
+            entry["mean_kl_to_teacher"] = float(np.mean(np.sum(np.exp(log_pt) * (log_pt - log_ps), -1)))
+        results[name] = entry
+        logger.info("%s: %s", name, entry)
+    return results
+
+
+def _format_value(key, value):
+    if value is None:
+        return "—"
+    if key == "parameters":
+        return f"{value:,}"
+    if key == "bytes_on_disk":
+        return f"{value / 1024:,.0f}"
+    if key == "latency_ms_per_image":
+        return f"{value:.3f}"
+    if key == "mean_kl_to_teacher":
+        return f"{value:.4f}"
+    return f"{value:.4f}"
+
+
+def format_table(metrics):
+    """Formats :func:`compare`'s result as a Markdown table (one row per model)."""
+    keys = [k for k in METRIC_LABELS if any(k in m for m in metrics.values())]
+    header = "| model | " + " | ".join(METRIC_LABELS[k] for k in keys) + " |"
+    rule = "|---|" + "|".join("---:" for _ in keys) + "|"
+    rows = [
+        f"| {name} | " + " | ".join(_format_value(k, m.get(k)) for k in keys) + " |"
+        for name, m in metrics.items()
+    ]
+    return "\n".join([header, rule] + rows)

@@ -19,6 +19,8 @@ import os
 import sys
 import tempfile
 
+from kdkeras._atomic import atomic_path
+
 EXIT_USAGE = 2
 
 
@@ -70,6 +72,10 @@ def build_parser():
 # --------------------------------------------------------------------------- #
 # Argument checks: every user mistake is found before any training starts.
 # --------------------------------------------------------------------------- #
+def _readable_file(path):
+    return os.path.isfile(path) and os.access(path, os.R_OK)
+
+
 def _check_args(args):
     import kdkeras
 
@@ -83,12 +89,10 @@ def _check_args(args):
         kdkeras.losses.get(args.loss)
     except (ValueError, TypeError) as e:
         raise UserError(str(e)) from None
-    if args.data not in ("auto", "tfds", "sample"):
-        if not os.path.isfile(args.data) or not os.access(args.data, os.R_OK):
-            raise UserError(f"--data {args.data!r} is not a readable file (or auto, tfds, sample).")
-    if args.teacher is not None:
-        if not os.path.isfile(args.teacher) or not os.access(args.teacher, os.R_OK):
-            raise UserError(f"--teacher {args.teacher!r} is not a readable .keras file.")
+    if args.data not in ("auto", "tfds", "sample") and not _readable_file(args.data):
+        raise UserError(f"--data {args.data!r} is not a readable file (or auto, tfds, sample).")
+    if args.teacher is not None and not _readable_file(args.teacher):
+        raise UserError(f"--teacher {args.teacher!r} is not a readable .keras file.")
     if args.out is None:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         args.out = os.path.join("runs", "mnist", stamp)
@@ -103,33 +107,17 @@ def _check_args(args):
 # --------------------------------------------------------------------------- #
 # Atomic outputs: write to a temporary name in the same directory, then rename.
 # --------------------------------------------------------------------------- #
-def _atomic_path(path):
-    directory, name = os.path.split(os.path.abspath(path))
-    stem, ext = os.path.splitext(name)
-    return os.path.join(directory, f".{stem}.tmp-{os.getpid()}{ext}")
-
-
 def save_model(model, path):
-    tmp = _atomic_path(path)
-    try:
+    with atomic_path(path) as tmp:
         model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def write_text(path, text):
-    tmp = _atomic_path(path)
-    try:
+    with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 # --------------------------------------------------------------------------- #
@@ -229,7 +217,7 @@ def run(args):
     meta = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "data": data_label,
-        "args": {k: v for k, v in vars(args).items()},
+        "args": dict(vars(args)),
     }
     write_text(
         os.path.join(args.out, "metrics.json"),

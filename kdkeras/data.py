@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "INPUTS_KEY",
     "TEACHER_LOGITS_KEY",
+    "split_cached_inputs",
     "load_mnist",
     "load_mnist_arrays",
     "make_dataset",
@@ -47,6 +48,18 @@ __all__ = [
 INPUTS_KEY = "inputs"
 #: Key of the cached teacher logits in such a batch.
 TEACHER_LOGITS_KEY = "teacher_logits"
+
+
+def split_cached_inputs(x):
+    """Splits a batch's inputs into ``(model inputs, cached teacher logits or None)``.
+
+    Batches made by :func:`cache_teacher_logits` carry
+    ``{"inputs": x, "teacher_logits": t}``; any other input is returned as is.
+    """
+    if isinstance(x, dict) and set(x) == {INPUTS_KEY, TEACHER_LOGITS_KEY}:
+        return x[INPUTS_KEY], x[TEACHER_LOGITS_KEY]
+    return x, None
+
 
 NUM_CLASSES = 10
 IMAGE_SHAPE = (28, 28)

@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from kdkeras import losses as losses_module
-from kdkeras.data import INPUTS_KEY, TEACHER_LOGITS_KEY
+from kdkeras.data import split_cached_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -336,20 +336,13 @@ class Distiller(keras.Model):
     # ------------------------------------------------------------------ #
     # Forward pass and losses
     # ------------------------------------------------------------------ #
-    @staticmethod
-    def _split_inputs(x):
-        """Splits a cached batch's inputs into (model inputs, teacher logits or None)."""
-        if isinstance(x, dict) and set(x) == {INPUTS_KEY, TEACHER_LOGITS_KEY}:
-            return x[INPUTS_KEY], x[TEACHER_LOGITS_KEY]
-        return x, None
-
     def call(self, inputs, training=None):
-        inputs, _ = self._split_inputs(inputs)
+        inputs, _ = split_cached_inputs(inputs)
         return self.student(inputs, training=training)
 
     def _unpack(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        x, teacher_logits = self._split_inputs(x)
+        x, teacher_logits = split_cached_inputs(x)
         return x, y, sample_weight, teacher_logits
 
     def _teacher_logits(self, x, cached):

@@ -13,6 +13,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kdkeras.data import split_cached_inputs
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["compare", "macro_f1", "format_table", "METRIC_LABELS"]
@@ -49,8 +51,7 @@ def _as_arrays(data):
         xs, ys = [], []
         for batch in data:
             x, y, _ = keras.utils.unpack_x_y_sample_weight(batch)
-            if isinstance(x, dict) and "inputs" in x:
-                x = x["inputs"]
+            x, _ = split_cached_inputs(x)
             xs.append(np.asarray(x))
             ys.append(np.asarray(y))
         if not xs:

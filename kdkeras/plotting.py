@@ -6,9 +6,10 @@ with the non-interactive Agg backend.
 """
 
 import os
-import tempfile
 
 import numpy as np
+
+from kdkeras._atomic import atomic_path
 
 __all__ = ["plot_predictions", "plot_history", "plot_soft_targets", "save_figure"]
 
@@ -26,18 +27,9 @@ def _figure(**kwargs):
 
 def save_figure(fig, path, dpi=120):
     """Saves ``fig`` to ``path`` atomically; the format follows the file extension."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    ext = os.path.splitext(path)[1].lstrip(".").lower() or "png"
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="." + ext, dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format=ext, dpi=dpi, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    ext = os.path.splitext(os.fspath(path))[1].lstrip(".").lower() or "png"
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=ext, dpi=dpi, bbox_inches="tight")
     return path
 
 

@@ -217,10 +217,6 @@ def test_cached_teacher_logits_give_the_same_weights_as_online(trained_teacher, 
     np.testing.assert_allclose(first[0]["teacher_logits"], trained_teacher.predict(x[:64], verbose=0), atol=1e-5)
 
     calls = {"n": 0}
-
-    class CountingTeacher(keras.Model):
-        pass
-
     online = make_distiller(trained_teacher, seed=3)
     cached = make_distiller(trained_teacher, seed=3)
     online.fit(online_ds, epochs=1, verbose=0)

@@ -81,10 +81,14 @@ def _deployable_size(model):
     weights), which deployment does not need and which would make sizes
     incomparable between compiled and uncompiled models.
     """
+    # Not keras.models.clone_model: since Keras 3.x it also copies the compile
+    # state (optimizer included) of a compiled Sequential/Functional model.
     try:
-        bare = keras.models.clone_model(model)
+        bare = type(model).from_config(model.get_config())
         bare.set_weights(model.get_weights())
-    except Exception:  # noqa: BLE001 - subclassed models may not clone
+    except Exception:  # noqa: BLE001 - a subclassed model may not rebuild from config
+        logger.warning("Could not rebuild %r without its optimizer; its size on disk "
+                       "includes any optimizer state.", model.name)
         bare = model
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = os.path.join(tmp, "model.keras")

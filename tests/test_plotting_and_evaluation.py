@@ -38,6 +38,18 @@ def test_compare_numbers(trained_teacher, sample_arrays):
     assert table.count("\n") == 3 and "| student |" in table and "87,050" in table
 
 
+def test_size_on_disk_leaves_out_optimizer_state(sample_arrays):
+    (x, y), _ = sample_arrays
+    trained = kdkeras.build_student(seed=0)
+    trained.compile("adam", "sparse_categorical_crossentropy")
+    trained.fit(x[:64], y[:64], epochs=1, verbose=0)  # Adam now holds two slots per weight
+    bare = kdkeras.build_student(seed=1)
+    sizes = evaluation.compare({"trained": trained, "bare": bare}, (x[:32], y[:32]), latency_repeats=1)
+    # Same architecture, same weight count: the sizes match to the zip's few hundred bytes of
+    # metadata, while Adam's state alone would add about 2 x 87,050 x 4 bytes = 680 kB.
+    assert abs(sizes["trained"]["bytes_on_disk"] - sizes["bare"]["bytes_on_disk"]) < 20_000
+
+
 def test_compare_rejects_empty_input(trained_teacher):
     with pytest.raises(ValueError, match="empty"):
         evaluation.compare({"t": trained_teacher}, (np.zeros((0, 28, 28, 1)), np.zeros(0)))

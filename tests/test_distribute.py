@@ -26,3 +26,71 @@ def test_naive_per_replica_mean_would_not_match(gaps):
     # the same check fails for the naive scaling, so the test above can fail
     assert gaps["naive"]["single_device_gap"] < 1e-6  # identical on one device ...
     assert gaps["naive"]["max_weight_gap"] > 1e-3, gaps  # ... but 2x the gradient on two replicas
+
+
+# --------------------------------------------------------------------------- #
+# MultiWorkerMirroredStrategy: two worker processes on 127.0.0.1 through TF_CONFIG
+# --------------------------------------------------------------------------- #
+MULTIWORKER = os.path.join(os.path.dirname(__file__), "helpers", "multiworker.py")
+
+
+def _free_ports(n):
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@pytest.fixture(scope="module")
+def multiworker_runs(tmp_path_factory):
+    import numpy as np
+
+    tmp = tmp_path_factory.mktemp("multiworker")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    env.pop("TF_CONFIG", None)
+    single = subprocess.run([sys.executable, MULTIWORKER, str(tmp / "single.npz")], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+
+    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+    procs = []
+    for i in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}}
+        procs.append(subprocess.Popen(
+            [sys.executable, MULTIWORKER, str(tmp / f"worker{i}.npz")],
+            env=dict(env, TF_CONFIG=json.dumps(tf_config)),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        ))
+    try:
+        results = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:  # bounded in time: never leave a worker waiting for its peer
+            if p.poll() is None:
+                p.kill()
+    for p, (_, err) in zip(procs, results):
+        assert p.returncode == 0, err[-3000:]
+    return {name: dict(np.load(tmp / f"{name}.npz")) for name in ("single", "worker0", "worker1")}
+
+
+def test_two_workers_end_with_single_process_weights(multiworker_runs):
+    import numpy as np
+
+    ref = multiworker_runs["single"]
+    assert int(ref["replicas"]) == 1
+    weight_keys = sorted(k for k in ref if k.startswith("w"))
+    assert len(weight_keys) == 6  # conv kernel/bias, dense kernel/bias, logits kernel/bias
+    for name in ("worker0", "worker1"):
+        run = multiworker_runs[name]
+        assert int(run["replicas"]) == 2
+        for k in weight_keys:
+            np.testing.assert_allclose(run[k], ref[k], atol=1e-5, err_msg=f"{name} {k}")
+        np.testing.assert_allclose(run["loss"], ref["loss"], rtol=1e-5)
+    # ... and training moved the weights far more than the tolerance: the test can fail.
+    moved = max(float(np.abs(ref[k] - ref["init" + k[1:]]).max()) for k in weight_keys)
+    assert moved > 1e-2, moved

@@ -18,6 +18,7 @@ from kdkeras.data import (
     make_dataset,
 )
 from kdkeras.distiller import Distiller
+from kdkeras.distribute import multiworker_compatible
 from kdkeras.models import build_cnn, build_student, build_teacher
 
 __version__ = "0.1.0"
@@ -33,4 +34,5 @@ __all__ = [
     "load_mnist_arrays",
     "losses",
     "make_dataset",
+    "multiworker_compatible",
 ]

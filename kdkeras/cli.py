@@ -16,6 +16,7 @@ import argparse
 import datetime
 import json
 import os
+import shutil
 import sys
 import tempfile
 
@@ -49,11 +50,11 @@ def build_parser():
                    help='"auto" (tfds MNIST if available, else the bundled 5,000-digit '
                         'sample), "tfds", "sample", or a path to an .npz file')
     p.add_argument("--teacher-epochs", type=int, default=12, help="epochs to train the teacher")
-    p.add_argument("--student-epochs", type=int, default=10,
+    p.add_argument("--student-epochs", type=int, default=20,
                    help="epochs for the scratch and the distilled student (each)")
     p.add_argument("--batch-size", type=int, default=64, help="batch size")
-    p.add_argument("--temperature", type=float, default=3.0, help="distillation temperature T > 0")
-    p.add_argument("--alpha", type=float, default=0.1,
+    p.add_argument("--temperature", type=float, default=8.0, help="distillation temperature T > 0")
+    p.add_argument("--alpha", type=float, default=0.5,
                    help="weight of the hard-label loss in [0, 1]; 1 - alpha weighs the distillation loss")
     p.add_argument("--loss", default="kl",
                    help="distillation loss: a name from kdkeras.losses.available()")
@@ -64,6 +65,10 @@ def build_parser():
                    help="load a trained teacher from this .keras file instead of training one")
     p.add_argument("--no-cache", dest="cache", action="store_false",
                    help="run the teacher online every step instead of caching its logits once")
+    p.add_argument("--strategy", default="default", choices=("default", "mirrored", "multiworker"),
+                   help="tf.distribute strategy: default (one device), mirrored (all local GPUs, "
+                        "synchronous), multiworker (several machines; each runs this command "
+                        "with its TF_CONFIG; the chief (worker 0) writes the outputs)")
     p.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2),
                    help="Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch")
     return p
@@ -93,6 +98,15 @@ def _check_args(args):
         raise UserError(f"--data {args.data!r} is not a readable file (or auto, tfds, sample).")
     if args.teacher is not None and not _readable_file(args.teacher):
         raise UserError(f"--teacher {args.teacher!r} is not a readable .keras file.")
+    if args.strategy == "multiworker":
+        try:
+            tf_config = json.loads(os.environ["TF_CONFIG"])
+            tf_config["cluster"], tf_config["task"]
+        except KeyError:
+            raise UserError("--strategy multiworker needs the TF_CONFIG environment variable "
+                            "(cluster and task) on every worker; see the README.") from None
+        except ValueError as e:
+            raise UserError(f"TF_CONFIG is not valid JSON: {e}") from None
     if args.out is None:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         args.out = os.path.join("runs", "mnist", stamp)
@@ -124,13 +138,53 @@ def write_text(path, text):
 # The job
 # --------------------------------------------------------------------------- #
 def run(args):
+    """Runs the main job with parsed, checked arguments; returns the metrics dict."""
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")  # the CLI's output is Keras' progress and the table
+    # The strategy comes first: MultiWorkerMirroredStrategy must exist before other TF work.
+    strategy, is_chief = make_strategy(args.strategy)
+    out_dir = args.out if is_chief else tempfile.mkdtemp(prefix="kdkeras-worker-")
+    try:
+        return _run(args, strategy, out_dir, is_chief)
+    finally:
+        if not is_chief:
+            shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def make_strategy(name):
+    """Returns ``(strategy, is_chief)`` for ``--strategy``.
+
+    ``mirrored`` replicates the models on every local GPU (or the CPU when there
+    is none) and all-reduces the gradients. ``multiworker`` does the same across
+    machines described by ``TF_CONFIG``; every worker runs the same command, and
+    only the chief (worker 0, or the task of type ``chief``) keeps the outputs.
+    The global batch is ``--batch-size`` in every case: each replica gets an
+    equal share of it, and the Distiller divides the loss by the global batch.
+    """
+    import tensorflow as tf
+
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy(), True
+    if name == "multiworker":
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        resolver = strategy.cluster_resolver
+        is_chief = resolver.task_type == "chief" or (
+            resolver.task_type == "worker" and resolver.task_id == 0
+            and "chief" not in resolver.cluster_spec().as_dict()
+        )
+        return strategy, is_chief
+    return tf.distribute.get_strategy(), True
+
+
+def _run(args, strategy, out_dir, is_chief):
     import keras
     import tensorflow as tf
 
     import kdkeras
     from kdkeras import evaluation, plotting
+    from kdkeras.distribute import multiworker_compatible
 
-    tf.get_logger().setLevel("ERROR")  # the CLI's output is Keras' progress and the table
 
     def logits_loss():
         return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -147,24 +201,35 @@ def run(args):
     }.get(source, f"{source}, {len(x_train):,} train / {len(x_test):,} test")
     print(f"Data: {data_label}")
 
-    def train_ds():
-        return kdkeras.make_dataset(x_train, y_train, args.batch_size, shuffle=True, seed=args.seed)
+    options = tf.data.Options()
+    # In-memory arrays cannot be split by file: every worker takes its share of each global batch.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
 
-    test_ds = kdkeras.make_dataset(x_test, y_test, args.batch_size)
+    def train_ds():
+        return kdkeras.make_dataset(
+            x_train, y_train, args.batch_size, shuffle=True, seed=args.seed
+        ).with_options(options)
+
+    test_ds = kdkeras.make_dataset(x_test, y_test, args.batch_size).with_options(options)
+    if strategy.num_replicas_in_sync > 1:
+        print(f"Strategy: {type(strategy).__name__}, {strategy.num_replicas_in_sync} replicas, "
+              f"global batch {args.batch_size}")
     histories = {}
 
     # 2. Teacher --------------------------------------------------------------
     keras.utils.set_random_seed(args.seed)
     if args.teacher:
         try:
-            teacher = keras.models.load_model(args.teacher)  # safe_mode stays on
+            with strategy.scope():
+                teacher = multiworker_compatible(keras.models.load_model(args.teacher))  # safe_mode on
         except Exception as e:  # noqa: BLE001 - any unreadable model is a user error here
             raise UserError(f"could not load --teacher {args.teacher!r}: {e}") from None
         print(f"Teacher: loaded from {args.teacher}")
     else:
         print(f"Teacher: training for {args.teacher_epochs} epochs")
-        teacher = kdkeras.build_teacher(seed=args.seed)
-        teacher.compile(optimizer="adam", loss=logits_loss(), metrics=["accuracy"])
+        with strategy.scope():
+            teacher = multiworker_compatible(kdkeras.build_teacher(seed=args.seed))
+            teacher.compile(optimizer="adam", loss=logits_loss(), metrics=["accuracy"])
         histories["teacher"] = teacher.fit(
             train_ds(), epochs=args.teacher_epochs, validation_data=test_ds, verbose=args.verbose
         )
@@ -172,8 +237,9 @@ def run(args):
     # 3. Student from scratch (hard labels only): the baseline ------------------
     print(f"Scratch student: training for {args.student_epochs} epochs on hard labels")
     keras.utils.set_random_seed(args.seed)
-    scratch = kdkeras.build_student(seed=args.seed, name="student_scratch")
-    scratch.compile(optimizer="adam", loss=logits_loss(), metrics=["accuracy"])
+    with strategy.scope():
+        scratch = multiworker_compatible(kdkeras.build_student(seed=args.seed, name="student_scratch"))
+        scratch.compile(optimizer="adam", loss=logits_loss(), metrics=["accuracy"])
     histories["scratch student"] = scratch.fit(
         train_ds(), epochs=args.student_epochs, validation_data=test_ds, verbose=args.verbose
     )
@@ -185,28 +251,31 @@ def run(args):
         + (" (teacher logits cached once)" if args.cache else " (online teacher)")
     )
     keras.utils.set_random_seed(args.seed)
-    student = kdkeras.build_student(seed=args.seed, name="student")
-    distiller = kdkeras.Distiller(student=student, teacher=teacher)
-    distiller.compile(
-        optimizer="adam",
-        metrics=["accuracy"],
-        student_loss_fn=logits_loss(),
-        distillation_loss_fn=args.loss,
-        alpha=args.alpha,
-        temperature=args.temperature,
-    )
+    with strategy.scope():
+        student = kdkeras.build_student(seed=args.seed, name="student")
+        distiller = kdkeras.Distiller(student=student, teacher=teacher)
+        distiller.compile(
+            optimizer="adam",
+            metrics=["accuracy"],
+            student_loss_fn=logits_loss(),
+            distillation_loss_fn=args.loss,
+            alpha=args.alpha,
+            temperature=args.temperature,
+        )
     data = train_ds()
     if args.cache:
-        data = kdkeras.cache_teacher_logits(teacher, data, shuffle=True, seed=args.seed)
+        data = kdkeras.cache_teacher_logits(
+            teacher, data, shuffle=True, seed=args.seed
+        ).with_options(options)
     histories["distilled student"] = distiller.fit(
         data, epochs=args.student_epochs, validation_data=test_ds, verbose=args.verbose
     )
 
     # 5. Save, compare, plot ------------------------------------------------------
     paths = {
-        "teacher": os.path.join(args.out, "teacher.keras"),
-        "student (distilled)": os.path.join(args.out, "student.keras"),
-        "student (scratch)": os.path.join(args.out, "student_scratch.keras"),
+        "teacher": os.path.join(out_dir, "teacher.keras"),
+        "student (distilled)": os.path.join(out_dir, "student.keras"),
+        "student (scratch)": os.path.join(out_dir, "student_scratch.keras"),
     }
     models = {"teacher": teacher, "student (distilled)": student, "student (scratch)": scratch}
     for name, model in models.items():
@@ -220,11 +289,11 @@ def run(args):
         "args": dict(vars(args)),
     }
     write_text(
-        os.path.join(args.out, "metrics.json"),
+        os.path.join(out_dir, "metrics.json"),
         json.dumps({"run": meta, "models": metrics}, indent=2) + "\n",
     )
     write_text(
-        os.path.join(args.out, "report.md"),
+        os.path.join(out_dir, "report.md"),
         "# kdkeras MNIST distillation report\n\n"
         f"- date: {meta['date']}\n- data: {data_label} (metrics on the test split)\n"
         f"- teacher epochs: {args.teacher_epochs if not args.teacher else 'loaded: ' + args.teacher}, "
@@ -238,12 +307,15 @@ def run(args):
     )
     plotting.plot_predictions(
         {"teacher": teacher, "distilled": student, "scratch": scratch},
-        x_test, y_test, n=24, seed=args.seed, path=os.path.join(args.out, "predictions.png"),
+        x_test, y_test, n=24, seed=args.seed, path=os.path.join(out_dir, "predictions.png"),
     )
-    plotting.plot_history(histories, path=os.path.join(args.out, "history.png"))
+    plotting.plot_history(histories, path=os.path.join(out_dir, "history.png"))
 
     print("\n" + table + "\n")
-    print(f"Wrote models, metrics.json, report.md, predictions.png and history.png to {args.out}")
+    if is_chief:
+        print(f"Wrote models, metrics.json, report.md, predictions.png and history.png to {out_dir}")
+    else:
+        print("Worker done; the chief wrote the outputs.")
     return metrics
 
 

@@ -21,7 +21,9 @@ int32.
 import concurrent.futures
 import logging
 import os
+import shutil
 import socket
+import tempfile
 import warnings
 import zipfile
 from importlib import resources
@@ -360,6 +362,8 @@ def cache_teacher_logits(
     seed=None,
     dtype="float32",
     verbose=0,
+    directory=None,
+    shuffle_buffer=10_000,
 ):
     """Runs the teacher once over a dataset and returns batches that carry its logits.
 
@@ -383,9 +387,24 @@ def cache_teacher_logits(
         dtype: Storage dtype of the logits, ``"float32"`` or ``"float16"``
             (half the memory; the losses still run in float32).
         verbose: 1 shows a Keras progress bar.
+        directory: Optional new or empty directory. The examples and their
+            logits are then written there (``tf.data.Dataset.save``), batch by
+            batch, instead of being held in memory: for training sets that do
+            not fit in RAM. The files are written to a temporary sibling and
+            renamed when complete, so an interrupted build leaves no cache that
+            looks finished. Reuse it later with ``tf.data.Dataset.load``.
+        shuffle_buffer: With ``directory``: examples in the shuffle buffer
+            (the in-memory cache always shuffles over the whole set).
 
     Returns:
         A batched, prefetched ``tf.data.Dataset``.
+
+    Example:
+
+    ```python
+    cached = kdkeras.cache_teacher_logits(teacher, train_ds, seed=0)
+    distiller.fit(cached, epochs=10)  # the teacher does not run again
+    ```
     """
     if dtype not in ("float32", "float16"):
         raise ValueError(f'dtype must be "float32" or "float16"; received {dtype!r}.')
@@ -402,6 +421,9 @@ def cache_teacher_logits(
 
     n_batches = int(dataset.cardinality())
     progbar = keras.utils.Progbar(n_batches if n_batches > 0 else None, verbose=verbose)
+    if directory is not None:
+        return _cache_on_disk(forward, dataset, directory, batch_size, shuffle, seed, dtype,
+                              shuffle_buffer, progbar)
     xs, ys, ws, ts = [], [], [], []
     for step, batch in enumerate(dataset):
         x, y, w = keras.utils.unpack_x_y_sample_weight(batch)
@@ -425,4 +447,59 @@ def cache_teacher_logits(
     if shuffle:
         ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
     logger.info("Cached teacher logits for %d examples (%s).", n, dtype)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _cached_batches(forward, dataset, dtype, progbar):
+    """Yields ``(({"inputs", "teacher_logits"}, y[, w]), batch_size)`` per input batch."""
+    for step, batch in enumerate(dataset):
+        x, y, w = keras.utils.unpack_x_y_sample_weight(batch)
+        logits = tf.cast(forward(x), dtype)
+        element = ({INPUTS_KEY: x, TEACHER_LOGITS_KEY: logits}, y)
+        if w is not None:
+            element = element + (w,)
+        progbar.update(step + 1)
+        yield element, int(tf.shape(logits)[0])
+
+
+def _cache_on_disk(forward, dataset, directory, batch_size, shuffle, seed, dtype, shuffle_buffer, progbar):
+    directory = os.fspath(directory)
+    if os.path.exists(directory) and (not os.path.isdir(directory) or os.listdir(directory)):
+        raise ValueError(
+            f"directory {directory!r} exists and is not empty; give a new or empty directory "
+            "for the teacher-logit cache (an existing cache is read with tf.data.Dataset.load)."
+        )
+    if shuffle and (not isinstance(shuffle_buffer, int) or shuffle_buffer < 1):
+        raise ValueError(f"shuffle_buffer must be a positive integer; received {shuffle_buffer!r}.")
+    batches = _cached_batches(forward, dataset, dtype, progbar)
+    try:
+        first, first_size = next(batches)
+    except StopIteration:
+        raise ValueError("The dataset produced no batches: nothing to cache.") from None
+    if batch_size is None:
+        batch_size = first_size
+    spec = tf.nest.map_structure(
+        lambda t: tf.TensorSpec([None] + list(t.shape[1:]), t.dtype), first
+    )
+
+    def generate():
+        yield first
+        for element, _ in batches:
+            yield element
+
+    parent = os.path.dirname(os.path.abspath(directory))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(directory))}.tmp-", dir=parent)
+    try:
+        tf.data.Dataset.from_generator(generate, output_signature=spec).save(tmp)
+        if os.path.isdir(directory):
+            os.rmdir(directory)  # empty, checked above
+        os.replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    ds = tf.data.Dataset.load(directory).unbatch()
+    if shuffle:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    logger.info("Cached teacher logits on disk in %s (%s).", directory, dtype)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kdkeras import distribute as _distribute
 from kdkeras import losses as losses_module
 from kdkeras.data import split_cached_inputs
 
@@ -466,17 +467,8 @@ class Distiller(keras.Model):
         return self._step_logs(x, y, student_logits, sample_weight)
 
     def _step_logs(self, x, y, student_logits, sample_weight):
-        logs = self.compute_metrics(x, y, student_logits, sample_weight)
-        strategy = tf.distribute.get_strategy()
-        if (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-                and strategy.extended._in_multi_worker_mode()):
-            # Keras (3.15) reduces step outputs across workers with
-            # strategy.reduce("MEAN", v, axis=0), which rejects scalars. The metric
-            # results are already aggregated across replicas, so a [1]-shaped copy
-            # reduces to the same scalar.
-            logs = {k: tf.reshape(v, [1]) if tf.is_tensor(v) and v.shape.rank == 0 else v
-                    for k, v in logs.items()}
-        return logs
+        # Scalars cannot be reduced across workers by Keras 3.15 (see kdkeras.distribute).
+        return _distribute.reducible_logs(self.compute_metrics(x, y, student_logits, sample_weight))
 
     @property
     def metrics(self):
@@ -533,24 +525,9 @@ class Distiller(keras.Model):
             self._check_data(validation_data[0], validation_data[1], "validation")
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Keras (3.15) learns the batch shapes for its symbolic build by reducing the first
-        # distributed batch with strategy.reduce("MEAN", batch). Under
-        # MultiWorkerMirroredStrategy that reduce fails on a nested batch ("Attempt to
-        # convert a value (PerReplica...)"), and it is a cross-worker collective besides.
-        # Only shapes and dtypes are needed: the first local replica's batch has them.
-        if iterator is not None and data_batch is None and getattr(self, "_distribute_strategy", None) is not None:
-            strategy = self.distribute_strategy
-
-            def local(v):
-                if isinstance(v, tf.distribute.DistributedValues):
-                    return strategy.experimental_local_results(v)[0]
-                return v
-
-            for _, _, it in iterator:
-                data_batch = tf.nest.map_structure(local, next(it))
-                break
-            return super()._maybe_symbolic_build(data_batch=data_batch)
-        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        # Keras 3.15 reduces a distributed data batch across workers just to learn its
+        # shapes, which fails under MultiWorkerMirroredStrategy (see kdkeras.distribute).
+        return _distribute.symbolic_build(self, super()._maybe_symbolic_build, iterator, data_batch)
 
     def _reraise_friendly(self, error, role):
         message = getattr(error, "message", str(error))

@@ -40,7 +40,7 @@ import os
 
 SOURCE = os.environ.get("KDKERAS_NB_SOURCE", "sample")  # "auto" for full MNIST via tensorflow-datasets
 TEACHER_EPOCHS = int(os.environ.get("KDKERAS_NB_TEACHER_EPOCHS", 12))
-STUDENT_EPOCHS = int(os.environ.get("KDKERAS_NB_STUDENT_EPOCHS", 10))
+STUDENT_EPOCHS = int(os.environ.get("KDKERAS_NB_STUDENT_EPOCHS", 20))
 BATCH_SIZE = 64
 TEMPERATURE = 8.0  # softens the teacher's distribution; the defaults of scripts/train_mnist.py
 ALPHA = 0.5        # weight of the hard-label loss; 1 - ALPHA weighs the distillation loss

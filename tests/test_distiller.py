@@ -1,5 +1,7 @@
 """Distiller: the keras.io workflow, the maths of one step, weights, precision, saving."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -250,6 +252,62 @@ def test_cache_in_float16_and_with_sample_weights(trained_teacher, small_batch):
     assert weights.shape == (32,)
     d = make_distiller(trained_teacher)
     assert np.isfinite(d.fit(cached, epochs=1, verbose=0).history["loss"][0])
+
+
+def test_cache_on_disk_holds_the_same_batches_and_trains_the_same(trained_teacher, sample_arrays, tmp_path):
+    (x, y), _ = sample_arrays
+    x, y = x[:200], y[:200]
+    w = np.linspace(0.5, 1.5, len(y)).astype("float32")
+    ds = kdkeras.make_dataset(x, y, 64, sample_weight=w)  # batches of 64, 64, 64, 8
+    memory = kdkeras.cache_teacher_logits(trained_teacher, ds, shuffle=False)
+    disk = kdkeras.cache_teacher_logits(trained_teacher, ds, shuffle=False, directory=tmp_path / "cache")
+    assert os.listdir(tmp_path) == ["cache"]  # the temporary sibling was renamed, nothing left over
+    batches = list(zip(memory, disk))
+    assert [int(tf.shape(b[1])[0]) for b, _ in batches] == [64, 64, 64, 8]
+    for (mi, my, mw), (di, dy, dw) in batches:
+        for key in ("inputs", "teacher_logits"):
+            np.testing.assert_array_equal(mi[key], di[key])
+        np.testing.assert_array_equal(my, dy)
+        np.testing.assert_array_equal(mw, dw)
+    np.testing.assert_allclose(batches[0][1][0]["teacher_logits"], trained_teacher.predict(x[:64], verbose=0), atol=1e-5)
+    a, b = make_distiller(trained_teacher, seed=3), make_distiller(trained_teacher, seed=3)
+    a.fit(memory, epochs=1, verbose=0)
+    b.fit(disk, epochs=1, verbose=0)
+    for wa, wb in zip(a.student.get_weights(), b.student.get_weights()):
+        np.testing.assert_allclose(wa, wb, atol=1e-6)
+    # The on-disk cache outlives the process: tf.data.Dataset.load reads it back.
+    assert int(tf.data.Dataset.load(str(tmp_path / "cache")).unbatch().reduce(0, lambda n, _: n + 1)) == 200
+
+
+def test_cache_on_disk_refuses_a_non_empty_directory_and_stores_float16(trained_teacher, small_batch, tmp_path):
+    x, y = small_batch
+    ds = kdkeras.make_dataset(x, y, 32)
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "keep.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not empty"):
+        kdkeras.cache_teacher_logits(trained_teacher, ds, directory=tmp_path / "used")
+    assert (tmp_path / "used" / "keep.txt").read_text() == "mine"
+    cached = kdkeras.cache_teacher_logits(trained_teacher, ds, dtype="float16", directory=tmp_path / "half", seed=1)
+    inputs, labels = next(iter(cached))
+    assert inputs["teacher_logits"].dtype == tf.float16
+    assert sorted(labels.numpy().tolist()) != labels.numpy().tolist() or len(set(y)) == 1  # shuffled
+
+
+def test_jit_compile_trains_like_the_graph_step(trained_teacher, small_batch):
+    x, y = small_batch
+    ds = kdkeras.make_dataset(x, y, 32)
+    plain = make_distiller(trained_teacher, seed=4, optimizer=keras.optimizers.SGD(0.1))
+    xla = make_distiller(trained_teacher, seed=4, optimizer=keras.optimizers.SGD(0.1), jit_compile=True)
+    assert xla.jit_compile
+    h_plain = plain.fit(ds, epochs=2, verbose=0).history
+    h_xla = xla.fit(ds, epochs=2, verbose=0).history
+    for a, b in zip(plain.student.get_weights(), xla.student.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    moved = max(np.abs(a - b).max() for a, b in zip(kdkeras.build_student(seed=4).get_weights(), xla.student.get_weights()))
+    assert moved > 1e-2
+    np.testing.assert_allclose(h_plain["loss"], h_xla["loss"], rtol=1e-4)
+    r = xla.evaluate(ds, return_dict=True, verbose=0)
+    assert set(r) >= {"loss", "student_loss", "distillation_loss", "agreement"}
 
 
 def test_save_and_load_round_trip(trained_teacher, small_batch, tmp_path):

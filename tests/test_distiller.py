@@ -279,6 +279,21 @@ def test_cache_on_disk_holds_the_same_batches_and_trains_the_same(trained_teache
     assert int(tf.data.Dataset.load(str(tmp_path / "cache")).unbatch().reduce(0, lambda n, _: n + 1)) == 200
 
 
+def test_cache_of_any_dataset_equals_cache_of_a_make_dataset_pipeline(trained_teacher, sample_arrays):
+    (x, y), _ = sample_arrays
+    x, y = x[:150], y[:150]
+    fast = kdkeras.cache_teacher_logits(trained_teacher, kdkeras.make_dataset(x, y, 64), shuffle=False)
+    plain = tf.data.Dataset.from_tensor_slices((x, y)).batch(64).map(lambda a, b: (a, b))  # not ours
+    generic = kdkeras.cache_teacher_logits(trained_teacher, plain, shuffle=False)
+    n = 0
+    for (fi, fy), (gi, gy) in zip(fast, generic):
+        np.testing.assert_array_equal(fi["inputs"], gi["inputs"])
+        np.testing.assert_allclose(fi["teacher_logits"], gi["teacher_logits"], atol=1e-5)
+        np.testing.assert_array_equal(fy, gy)
+        n += int(tf.shape(fy)[0])
+    assert n == 150
+
+
 def test_cache_on_disk_refuses_a_non_empty_directory_and_stores_float16(trained_teacher, small_batch, tmp_path):
     x, y = small_batch
     ds = kdkeras.make_dataset(x, y, 32)

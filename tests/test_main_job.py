@@ -36,6 +36,10 @@ def test_writes_every_output(finished_run):
     expected = {"teacher.keras", "student.keras", "student_scratch.keras", "metrics.json",
                 "report.md", "predictions.png", "history.png"}
     assert expected <= set(os.listdir(out))
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in expected:  # the mode a plain open() gives, not the temporary file's private 0600
+        assert os.stat(os.path.join(out, name)).st_mode & 0o777 == 0o666 & ~umask, name
     assert not [f for f in os.listdir(out) if ".tmp-" in f or f.startswith(".write-test")]
 
 

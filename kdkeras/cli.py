@@ -185,7 +185,6 @@ def _run(args, strategy, out_dir, is_chief):
     from kdkeras import evaluation, plotting
     from kdkeras.distribute import multiworker_compatible
 
-
     def logits_loss():
         return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 

@@ -442,13 +442,8 @@ def cache_teacher_logits(
     def forward(x):
         return teacher(x, training=False)
 
-    n_batches = int(dataset.cardinality())
-    progbar = keras.utils.Progbar(n_batches if n_batches > 0 else None, verbose=verbose)
-    if directory is not None:
-        return _cache_on_disk(forward, dataset, directory, batch_size, shuffle, seed, dtype,
-                              shuffle_buffer, progbar)
     source = getattr(dataset, _SOURCE_ATTR, None)
-    if source is not None:
+    if source is not None and directory is None:
         # A make_dataset() pipeline: run the teacher over its arrays in order and
         # reuse the very same input tensors (no second copy of the images).
         tensors, source_batch = source
@@ -465,6 +460,11 @@ def cache_teacher_logits(
         logger.info("Cached teacher logits for %d examples (%s).", n, dtype)
         return _batched_slices(elements, batch_size or source_batch, shuffle, seed)
 
+    n_batches = int(dataset.cardinality())
+    progbar = keras.utils.Progbar(n_batches if n_batches > 0 else None, verbose=verbose)
+    if directory is not None:
+        return _cache_on_disk(forward, dataset, directory, batch_size, shuffle, seed, dtype,
+                              shuffle_buffer, progbar)
     # Any other dataset: keep each batch as it comes (tensors, no NumPy round trip),
     # then one concatenation.
     elements = [element for element, _ in _cached_batches(forward, dataset, dtype, progbar)]

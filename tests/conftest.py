@@ -53,3 +53,38 @@ def log_softmax_np(z, t=1.0):
     z = np.asarray(z, np.float64) / t
     m = z.max(axis=-1, keepdims=True)
     return z - m - np.log(np.exp(z - m).sum(axis=-1, keepdims=True))
+
+
+def run_local_workers(argv_of, env, n=2, timeout=300, cwd=None):
+    """Runs ``n`` processes as one MultiWorkerMirroredStrategy cluster on 127.0.0.1.
+
+    ``argv_of(i)`` is worker ``i``'s command line; each gets ``TF_CONFIG`` naming
+    free local ports. Bounded in time: a worker still waiting for its peer after
+    ``timeout`` seconds is killed. Returns ``[(returncode, stdout, stderr)]``.
+    """
+    import json
+    import socket
+    import subprocess
+
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        workers = [f"127.0.0.1:{sock.getsockname()[1]}" for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+    procs = []
+    try:
+        for i in range(n):
+            tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}}
+            procs.append(subprocess.Popen(
+                argv_of(i), env=dict(env, TF_CONFIG=json.dumps(tf_config)), cwd=cwd,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            ))
+        outputs = [p.communicate(timeout=timeout) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    return [(p.returncode, out, err) for p, (out, err) in zip(procs, outputs)]

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import run_local_workers
 
 HELPER = os.path.join(os.path.dirname(__file__), "helpers", "mirrored_step.py")
 
@@ -34,19 +35,6 @@ def test_naive_per_replica_mean_would_not_match(gaps):
 MULTIWORKER = os.path.join(os.path.dirname(__file__), "helpers", "multiworker.py")
 
 
-def _free_ports(n):
-    import socket
-
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 @pytest.fixture(scope="module")
 def multiworker_runs(tmp_path_factory):
     import numpy as np
@@ -58,23 +46,9 @@ def multiworker_runs(tmp_path_factory):
                             capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr[-3000:]
 
-    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
-    procs = []
-    for i in range(2):
-        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}}
-        procs.append(subprocess.Popen(
-            [sys.executable, MULTIWORKER, str(tmp / f"worker{i}.npz")],
-            env=dict(env, TF_CONFIG=json.dumps(tf_config)),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        ))
-    try:
-        results = [p.communicate(timeout=300) for p in procs]
-    finally:
-        for p in procs:  # bounded in time: never leave a worker waiting for its peer
-            if p.poll() is None:
-                p.kill()
-    for p, (_, err) in zip(procs, results):
-        assert p.returncode == 0, err[-3000:]
+    results = run_local_workers(lambda i: [sys.executable, MULTIWORKER, str(tmp / f"worker{i}.npz")], env)
+    for returncode, _, err in results:
+        assert returncode == 0, err[-3000:]
     return {name: dict(np.load(tmp / f"{name}.npz")) for name in ("single", "worker0", "worker1")}
 
 

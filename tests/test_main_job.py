@@ -8,6 +8,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+from conftest import run_local_workers
 from matplotlib import image as mpimg
 
 from kdkeras import cli
@@ -195,37 +196,22 @@ def test_mirrored_strategy_runs(mirrored_run):
 
 def test_multiworker_strategy_two_workers_on_localhost(mirrored_run, tmp_path):
     """--strategy multiworker: two processes (TF_CONFIG on 127.0.0.1) train as one."""
-    import socket
-
-    socks = [socket.socket() for _ in range(2)]
-    for sock in socks:
-        sock.bind(("127.0.0.1", 0))
-    workers = [f"127.0.0.1:{sock.getsockname()[1]}" for sock in socks]
-    for sock in socks:
-        sock.close()
     out = tmp_path / "mw"
-    procs = []
-    for i in range(2):
-        env = dict(ENV, TF_CONFIG=json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}}))
-        procs.append(subprocess.Popen(
-            [sys.executable, SCRIPT, "--data", "sample", "--teacher-epochs", "1", "--student-epochs", "1",
-             "--strategy", "multiworker", "--verbose", "0", "--out", str(out)],
-            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    try:
-        results = [p.communicate(timeout=300) for p in procs]
-    finally:  # bounded in time: never leave a worker waiting for its peer
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for p, (_, err) in zip(procs, results):
-        assert p.returncode == 0, err[-3000:]
-    assert "2 replicas" in results[0][0] and "chief wrote the outputs" in results[1][0]
+    results = run_local_workers(
+        lambda i: [sys.executable, SCRIPT, "--data", "sample", "--teacher-epochs", "1", "--student-epochs", "1",
+                   "--strategy", "multiworker", "--verbose", "0", "--out", str(out)],
+        ENV, cwd=ROOT,
+    )
+    for returncode, _, err in results:
+        assert returncode == 0, err[-3000:]
+    chief, worker = (stdout for _, stdout, _ in results)
+    assert "2 replicas" in chief and "chief wrote the outputs" in worker
     assert {"teacher.keras", "student.keras", "metrics.json", "predictions.png"} <= set(os.listdir(out))
 
     def accuracy_rows(stdout):
         return [line.split("|")[1:3] for line in stdout.splitlines() if line.startswith("| ") and "0." in line]
 
-    assert accuracy_rows(results[0][0]) == accuracy_rows(results[1][0])  # both workers hold the same models
+    assert accuracy_rows(chief) == accuracy_rows(worker)  # both workers hold the same models
     # The same global batches as a one-process MirroredStrategy run: the same models, to rounding.
     single, multi = _accuracies(mirrored_run), _accuracies(out)
     for name in single:

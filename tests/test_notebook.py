@@ -25,25 +25,19 @@ def test_saved_notebook_has_outputs_of_a_real_run():
     assert "student (distilled)" in text and "accuracy" in text.lower()
 
 
-def test_notebook_executes_without_errors(tmp_path):
+def test_notebook_executes_without_errors(tmp_path, monkeypatch):
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
     nb = _load()
-    env = {"KDKERAS_NB_TEACHER_EPOCHS": "1", "KDKERAS_NB_STUDENT_EPOCHS": "1"}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # the kernel inherits this process' environment
+    # The kernel inherits this process' environment.
+    monkeypatch.setenv("KDKERAS_NB_TEACHER_EPOCHS", "1")
+    monkeypatch.setenv("KDKERAS_NB_STUDENT_EPOCHS", "1")
     try:
         NotebookClient(nb, timeout=600, kernel_name="python3",
                        resources={"metadata": {"path": str(tmp_path)}}).execute()
     except CellExecutionError as e:  # pragma: no cover - the failure message is the point
         pytest.fail(f"a notebook cell failed:\n{str(e)[-3000:]}")
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 3

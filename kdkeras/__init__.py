@@ -9,7 +9,7 @@ The public API::
     distiller = kdkeras.Distiller(student=student, teacher=teacher)
 """
 
-from kdkeras import losses
+from kdkeras import callbacks, losses
 from kdkeras.data import (
     DatasetUnavailableError,
     cache_teacher_logits,
@@ -29,6 +29,7 @@ __all__ = [
     "build_cnn",
     "build_student",
     "build_teacher",
+    "callbacks",
     "cache_teacher_logits",
     "load_mnist",
     "load_mnist_arrays",

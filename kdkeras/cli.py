@@ -69,6 +69,17 @@ def build_parser():
                    help="tf.distribute strategy: default (one device), mirrored (all local GPUs, "
                         "synchronous), multiworker (several machines; each runs this command "
                         "with its TF_CONFIG; the chief (worker 0) writes the outputs)")
+    p.add_argument("--learning-rate", type=float, default=1e-3,
+                   help="Adam learning rate for the teacher and both students")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run in --out: finished models are loaded, an "
+                        "interrupted training continues from its last completed epoch")
+    p.add_argument("--deterministic", action="store_true",
+                   help="enable TensorFlow op determinism (bit-identical reruns and resumes; slower)")
+    p.add_argument("--export", action="store_true",
+                   help="also export the distilled student to export/ as a SavedModel and "
+                        "TensorFlow Lite (float32 and dynamic-range int8), with their accuracy, "
+                        "size and latency in metrics.json")
     p.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2),
                    help="Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch")
     return p
@@ -94,6 +105,15 @@ def _check_args(args):
         kdkeras.losses.get(args.loss)
     except (ValueError, TypeError) as e:
         raise UserError(str(e)) from None
+    import math
+
+    if not (math.isfinite(args.learning_rate) and args.learning_rate > 0):
+        raise UserError(f"--learning-rate must be a positive number; received {args.learning_rate}.")
+    if args.resume and args.out is None:
+        raise UserError("--resume continues the run in --out DIR; pass the directory of the interrupted run.")
+    if args.resume and args.strategy == "multiworker":
+        raise UserError("--resume is not supported with --strategy multiworker (only the chief keeps "
+                        "files); rerun the workers from the start.")
     if args.data not in ("auto", "tfds", "sample") and not _readable_file(args.data):
         raise UserError(f"--data {args.data!r} is not a readable file (or auto, tfds, sample).")
     if args.teacher is not None and not _readable_file(args.teacher):
@@ -102,7 +122,7 @@ def _check_args(args):
         try:
             tf_config = json.loads(os.environ["TF_CONFIG"])
             tf_config["cluster"], tf_config["task"]
-        except KeyError:
+        except (KeyError, TypeError, IndexError):
             raise UserError("--strategy multiworker needs the TF_CONFIG environment variable "
                             "(cluster and task) on every worker; see the README.") from None
         except ValueError as e:
@@ -134,6 +154,155 @@ def write_text(path, text):
             os.fsync(f.fileno())
 
 
+class TrainingFailed(Exception):
+    """Training stopped on a numerical fault: reported in one line, exit status 1."""
+
+
+# --------------------------------------------------------------------------- #
+# Stages: each model is trained with crash-safe backups and saved when done.
+# --------------------------------------------------------------------------- #
+STATE_DIR = ".kdkeras-state"
+_MODEL_FILES = {"teacher": "teacher.keras", "scratch": "student_scratch.keras", "distilled": "student.keras"}
+_HISTORY_NAMES = {"teacher": "teacher", "scratch": "scratch student", "distilled": "distilled student"}
+
+
+def _epoch_log(path, previous):
+    """A Keras callback that keeps the per-epoch logs in a JSON file, rewritten atomically."""
+    import keras
+
+    class EpochLog(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.history = {k: list(v) for k, v in previous.items()}
+
+        def on_epoch_end(self, epoch, logs=None):
+            for key, value in (logs or {}).items():
+                self.history.setdefault(key, []).append(float(value))
+            write_text(path, json.dumps(self.history))
+
+    return EpochLog()
+
+
+class _Stages:
+    """Trains, saves and (with --resume) reloads the three models of the job.
+
+    Per stage, ``OUT/.kdkeras-state/`` holds the backup of the last completed
+    epoch (``<stage>/``, see ``kdkeras.callbacks.AtomicBackupAndRestore``), the
+    per-epoch logs so far (``<stage>.epochs.json``) and, once the model is saved
+    in ``OUT``, ``<stage>.done.json`` with its history. A new run (no --resume)
+    clears this directory first.
+    """
+
+    def __init__(self, args, out_dir, validation_data, options):
+        self.args, self.out_dir, self.validation_data = args, out_dir, validation_data
+        self.options = options
+        self.root = os.path.join(out_dir, STATE_DIR)
+        if not args.resume:
+            shutil.rmtree(self.root, ignore_errors=True)
+        os.makedirs(self.root, exist_ok=True)
+        self.histories = {}
+
+    def _path(self, key, suffix):
+        return os.path.join(self.root, key + suffix)
+
+    def finished(self, key):
+        return (self.args.resume and os.path.exists(self._path(key, ".done.json"))
+                and os.path.exists(os.path.join(self.out_dir, _MODEL_FILES[key])))
+
+    def load(self, key, strategy):
+        import keras
+
+        from kdkeras.distribute import multiworker_compatible
+
+        path = os.path.join(self.out_dir, _MODEL_FILES[key])
+        with strategy.scope():
+            model = multiworker_compatible(keras.models.load_model(path))
+        with open(self._path(key, ".done.json"), encoding="utf-8") as f:
+            self.histories[_HISTORY_NAMES[key]] = json.load(f)
+        print(f"{_HISTORY_NAMES[key].capitalize()}: finished earlier; loaded {path}")
+        return model
+
+    def train(self, key, fit_model, saved_model, data, epochs):
+        """Fits ``fit_model`` for ``epochs`` (continuing from a backup), then saves ``saved_model``."""
+        from kdkeras.callbacks import (
+            AtomicBackupAndRestore, NonFiniteLossError, StopOnNonFinite, latest_backup_epoch)
+
+        from kdkeras.data import fixed_epoch_order
+
+        backup = self._path(key, "")
+        done = latest_backup_epoch(backup) if self.args.resume else 0
+        # Every epoch's order is a function of (seed, epoch): a resumed run sees the
+        # batches that the interrupted run would have seen.
+        data, steps = fixed_epoch_order(data, epochs, self.args.seed, initial_epoch=min(done, epochs - 1))
+        data = data.with_options(self.options)
+        previous = {}
+        if done:
+            print(f"  resuming at epoch {done + 1} of {epochs} from the backup in {backup}")
+            with open(self._path(key, ".epochs.json"), encoding="utf-8") as f:
+                previous = {k: v[:done] for k, v in json.load(f).items()}
+        log = _epoch_log(self._path(key, ".epochs.json"), previous)
+        # Order matters: the epoch log is written before the backup that vouches for it.
+        callbacks = [log, AtomicBackupAndRestore(backup), StopOnNonFinite()]
+        try:
+            fit_model.fit(data, epochs=epochs, steps_per_epoch=steps, validation_data=self.validation_data,
+                          verbose=self.args.verbose, callbacks=callbacks,
+                          shuffle=False)  # the datasets reshuffle themselves, with their seed
+        except NonFiniteLossError as e:
+            kept = latest_backup_epoch(backup)
+            raise TrainingFailed(
+                f"{_HISTORY_NAMES[key]}: {e} "
+                + (f"The backup of epoch {kept} is in {backup}." if kept else "No epoch had completed.")
+            ) from None
+        save_model(saved_model, os.path.join(self.out_dir, _MODEL_FILES[key]))
+        write_text(self._path(key, ".done.json"), json.dumps(log.history))
+        shutil.rmtree(backup, ignore_errors=True)
+        os.remove(self._path(key, ".epochs.json"))
+        self.histories[_HISTORY_NAMES[key]] = log.history
+
+
+# --------------------------------------------------------------------------- #
+# Export
+# --------------------------------------------------------------------------- #
+def _dir_bytes(path):
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+
+
+def _export(student, out_dir, x_test, y_test):
+    """Exports the distilled student and measures each format on the test split."""
+    import numpy as np
+
+    from kdkeras import export
+
+    paths = export.export_student(student, os.path.join(out_dir, "export"))
+    keras_logits = student.predict(x_test, batch_size=256, verbose=0)
+    keras_accuracy = float(np.mean(np.argmax(keras_logits, -1) == y_test))
+    results = {"saved_model": {"path": os.path.relpath(paths["saved_model"], out_dir),
+                               "bytes": _dir_bytes(paths["saved_model"])}}
+    for key in ("tflite_float32", "tflite_int8"):
+        logits = export.tflite_predict(paths[key], x_test)
+        results[key] = {
+            "path": os.path.relpath(paths[key], out_dir),
+            "bytes": os.path.getsize(paths[key]),
+            "accuracy": float(np.mean(np.argmax(logits, -1) == y_test)),
+            "accuracy_keras": keras_accuracy,
+            "max_abs_logit_diff_vs_keras": float(np.max(np.abs(logits - keras_logits))),
+            "latency_ms_per_image": export.tflite_latency_ms(paths[key], x_test[0]),
+        }
+    return results
+
+
+def _export_table(exported):
+    rows = ["| format | size | test accuracy | max abs logit diff vs Keras | latency (ms/image) |",
+            "|---|---|---|---|---|",
+            f"| SavedModel (`{exported['saved_model']['path']}`) | "
+            f"{exported['saved_model']['bytes'] / 1024:,.0f} KiB | — | — | — |"]
+    for key, label in (("tflite_float32", "TFLite float32"), ("tflite_int8", "TFLite int8 (dynamic range)")):
+        e = exported[key]
+        rows.append(f"| {label} (`{e['path']}`) | {e['bytes'] / 1024:,.0f} KiB | {e['accuracy']:.4f} | "
+                    f"{e['max_abs_logit_diff_vs_keras']:.2e} | {e['latency_ms_per_image']:.3f} |")
+    return "## Exported student\n\n" + "\n".join(rows) + "\n\n"
+
+
 # --------------------------------------------------------------------------- #
 # The job
 # --------------------------------------------------------------------------- #
@@ -142,6 +311,8 @@ def run(args):
     import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")  # the CLI's output is Keras' progress and the table
+    if args.deterministic:
+        tf.config.experimental.enable_op_determinism()
     # The strategy comes first: MultiWorkerMirroredStrategy must exist before other TF work.
     strategy, is_chief = make_strategy(args.strategy)
     out_dir = args.out if is_chief else tempfile.mkdtemp(prefix="kdkeras-worker-")
@@ -205,15 +376,16 @@ def _run(args, strategy, out_dir, is_chief):
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
 
     def train_ds():
-        return kdkeras.make_dataset(
-            x_train, y_train, args.batch_size, shuffle=True, seed=args.seed
-        ).with_options(options)
+        return kdkeras.make_dataset(x_train, y_train, args.batch_size, shuffle=True, seed=args.seed)
 
     test_ds = kdkeras.make_dataset(x_test, y_test, args.batch_size).with_options(options)
     if strategy.num_replicas_in_sync > 1:
         print(f"Strategy: {type(strategy).__name__}, {strategy.num_replicas_in_sync} replicas, "
               f"global batch {args.batch_size}")
-    histories = {}
+    stages = _Stages(args, out_dir, test_ds, options)
+
+    def adam():
+        return keras.optimizers.Adam(args.learning_rate)
 
     # 2. Teacher --------------------------------------------------------------
     keras.utils.set_random_seed(args.seed)
@@ -224,64 +396,61 @@ def _run(args, strategy, out_dir, is_chief):
         except Exception as e:  # noqa: BLE001 - any unreadable model is a user error here
             raise UserError(f"could not load --teacher {args.teacher!r}: {e}") from None
         print(f"Teacher: loaded from {args.teacher}")
+    elif stages.finished("teacher"):
+        teacher = stages.load("teacher", strategy)
     else:
         print(f"Teacher: training for {args.teacher_epochs} epochs")
         with strategy.scope():
             teacher = multiworker_compatible(kdkeras.build_teacher(seed=args.seed))
-            teacher.compile(optimizer="adam", loss=logits_loss(), metrics=["accuracy"])
-        histories["teacher"] = teacher.fit(
-            train_ds(), epochs=args.teacher_epochs, validation_data=test_ds, verbose=args.verbose
-        )
+            teacher.compile(optimizer=adam(), loss=logits_loss(), metrics=["accuracy"])
+        stages.train("teacher", teacher, teacher, train_ds(), args.teacher_epochs)
 
     # 3. Student from scratch (hard labels only): the baseline ------------------
-    print(f"Scratch student: training for {args.student_epochs} epochs on hard labels")
     keras.utils.set_random_seed(args.seed)
-    with strategy.scope():
-        scratch = multiworker_compatible(kdkeras.build_student(seed=args.seed, name="student_scratch"))
-        scratch.compile(optimizer="adam", loss=logits_loss(), metrics=["accuracy"])
-    histories["scratch student"] = scratch.fit(
-        train_ds(), epochs=args.student_epochs, validation_data=test_ds, verbose=args.verbose
-    )
+    if stages.finished("scratch"):
+        scratch = stages.load("scratch", strategy)
+    else:
+        print(f"Scratch student: training for {args.student_epochs} epochs on hard labels")
+        with strategy.scope():
+            scratch = multiworker_compatible(kdkeras.build_student(seed=args.seed, name="student_scratch"))
+            scratch.compile(optimizer=adam(), loss=logits_loss(), metrics=["accuracy"])
+        stages.train("scratch", scratch, scratch, train_ds(), args.student_epochs)
 
     # 4. The same student, distilled from the teacher ---------------------------
-    print(
-        f"Distilled student: {args.student_epochs} epochs, loss={args.loss}, "
-        f"T={args.temperature:g}, alpha={args.alpha:g}"
-        + (" (teacher logits cached once)" if args.cache else " (online teacher)")
-    )
     keras.utils.set_random_seed(args.seed)
-    with strategy.scope():
-        student = kdkeras.build_student(seed=args.seed, name="student")
-        distiller = kdkeras.Distiller(student=student, teacher=teacher)
-        distiller.compile(
-            optimizer="adam",
-            metrics=["accuracy"],
-            student_loss_fn=logits_loss(),
-            distillation_loss_fn=args.loss,
-            alpha=args.alpha,
-            temperature=args.temperature,
+    if stages.finished("distilled"):
+        student = stages.load("distilled", strategy)
+    else:
+        print(
+            f"Distilled student: {args.student_epochs} epochs, loss={args.loss}, "
+            f"T={args.temperature:g}, alpha={args.alpha:g}"
+            + (" (teacher logits cached once)" if args.cache else " (online teacher)")
         )
-    data = train_ds()
-    if args.cache:
-        data = kdkeras.cache_teacher_logits(
-            teacher, data, shuffle=True, seed=args.seed
-        ).with_options(options)
-    histories["distilled student"] = distiller.fit(
-        data, epochs=args.student_epochs, validation_data=test_ds, verbose=args.verbose
-    )
+        with strategy.scope():
+            student = kdkeras.build_student(seed=args.seed, name="student")
+            distiller = kdkeras.Distiller(student=student, teacher=teacher)
+            distiller.compile(
+                optimizer=adam(),
+                metrics=["accuracy"],
+                student_loss_fn=logits_loss(),
+                distillation_loss_fn=args.loss,
+                alpha=args.alpha,
+                temperature=args.temperature,
+            )
+        data = train_ds()
+        if args.cache:
+            data = kdkeras.cache_teacher_logits(teacher, data, shuffle=True, seed=args.seed)
+        stages.train("distilled", distiller, student, data, args.student_epochs)
+    histories = stages.histories
 
     # 5. Save, compare, plot ------------------------------------------------------
-    paths = {
-        "teacher": os.path.join(out_dir, "teacher.keras"),
-        "student (distilled)": os.path.join(out_dir, "student.keras"),
-        "student (scratch)": os.path.join(out_dir, "student_scratch.keras"),
-    }
+    # (Each model was saved when its training finished; --teacher is copied here.)
+    if args.teacher:
+        save_model(teacher, os.path.join(out_dir, "teacher.keras"))
     models = {"teacher": teacher, "student (distilled)": student, "student (scratch)": scratch}
-    for name, model in models.items():
-        save_model(model, paths[name])
-
     metrics = evaluation.compare(models, (x_test, y_test), teacher=teacher)
     table = evaluation.format_table(metrics)
+    exported = _export(student, out_dir, x_test, y_test) if args.export and is_chief else None
     meta = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "data": data_label,
@@ -289,7 +458,8 @@ def _run(args, strategy, out_dir, is_chief):
     }
     write_text(
         os.path.join(out_dir, "metrics.json"),
-        json.dumps({"run": meta, "models": metrics}, indent=2) + "\n",
+        json.dumps({"run": meta, "models": metrics, **({"export": exported} if exported else {})},
+                   indent=2) + "\n",
     )
     write_text(
         os.path.join(out_dir, "report.md"),
@@ -302,6 +472,8 @@ def _run(args, strategy, out_dir, is_chief):
         "Size on disk: the .keras file without optimizer state. "
         "Latency: median of 50 single-image forward passes on this machine. "
         "Agreement and KL (T = 1) are measured against the teacher.\n\n"
+        + (_export_table(exported) if exported else "")
+        +
         "![predictions](predictions.png)\n\n![history](history.png)\n",
     )
     plotting.plot_predictions(
@@ -328,6 +500,9 @@ def main(argv=None):
     except UserError as e:
         print(f"train_mnist: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except TrainingFailed as e:
+        print(f"train_mnist: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("train_mnist: interrupted; files already written are complete.", file=sys.stderr)
         return 130

@@ -43,6 +43,7 @@ __all__ = [
     "make_dataset",
     "sample_path",
     "cache_teacher_logits",
+    "fixed_epoch_order",
     "DatasetUnavailableError",
 ]
 
@@ -343,6 +344,66 @@ def _batched_slices(elements, batch_size, shuffle, seed):
     ds = ds.prefetch(tf.data.AUTOTUNE)
     setattr(ds, _SOURCE_ATTR, (tensors, batch_size))
     return ds
+
+
+def fixed_epoch_order(dataset, epochs, seed, initial_epoch=0):
+    """Epochs ``initial_epoch .. epochs - 1`` of an in-memory pipeline, each in a fixed order.
+
+    ``tf.data``'s reshuffling depends on how many times a dataset has been
+    iterated, so a run resumed at epoch ``k`` (``keras.callbacks.BackupAndRestore``)
+    would see a different order than the run it continues. Here the order of
+    epoch ``e`` is a pure function of ``(seed, e)`` (a stateless shuffle), and
+    all remaining epochs come as one stream: pass the returned
+    ``steps_per_epoch`` to ``fit`` so that Keras keeps one iterator across epochs.
+    A resumed run that starts at ``initial_epoch = k`` then sees exactly the
+    batches that the uninterrupted run saw from epoch ``k`` on.
+
+    Args:
+        dataset: A dataset made by :func:`make_dataset` or by the in-memory
+            :func:`cache_teacher_logits` (it carries its source arrays).
+        epochs: Total number of epochs of the run.
+        seed: Integer seed of the order.
+        initial_epoch: First epoch to produce.
+
+    Returns:
+        ``(dataset, steps_per_epoch)``.
+
+    Example:
+
+    ```python
+    ds, steps = kdkeras.data.fixed_epoch_order(train_ds, epochs=20, seed=0, initial_epoch=done)
+    model.fit(ds, epochs=20, steps_per_epoch=steps, callbacks=[backup])
+    ```
+    """
+    source = getattr(dataset, _SOURCE_ATTR, None)
+    if source is None:
+        raise ValueError(
+            "fixed_epoch_order needs a dataset made by kdkeras.make_dataset or the in-memory "
+            "kdkeras.cache_teacher_logits (it reuses their arrays); received "
+            f"{type(dataset).__name__} without them."
+        )
+    if not (isinstance(epochs, int) and isinstance(initial_epoch, int) and 0 <= initial_epoch < epochs):
+        raise ValueError(
+            f"Need integers 0 <= initial_epoch < epochs; received initial_epoch={initial_epoch!r}, "
+            f"epochs={epochs!r}."
+        )
+    tensors, batch_size = source
+    n = int(tf.nest.flatten(tensors)[0].shape[0])
+    seed = tf.constant(int(seed), tf.int64)
+
+    def epoch_batches(epoch):
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(n, dtype=tf.int64), seed=tf.stack([seed, epoch])
+        )
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+
+    ds = tf.data.Dataset.range(initial_epoch, epochs).flat_map(epoch_batches)
+    ds = ds.map(
+        lambda i: tf.nest.map_structure(lambda t: tf.gather(t, i), tensors),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    ).prefetch(tf.data.AUTOTUNE)
+    return ds, -(-n // batch_size)
 
 
 def load_mnist(source="auto", batch_size=64, shuffle=True, seed=0, data_dir=None, timeout=10.0):

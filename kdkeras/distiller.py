@@ -56,6 +56,17 @@ def _is_array(value):
 
 
 @keras.saving.register_keras_serializable(package="kdkeras")
+def _with_non_finite_stop(callbacks):
+    from kdkeras.callbacks import StopOnNonFinite
+
+    if isinstance(callbacks, keras.callbacks.CallbackList):
+        return callbacks
+    callbacks = list(callbacks or [])
+    if not any(isinstance(c, (StopOnNonFinite, keras.callbacks.TerminateOnNaN)) for c in callbacks):
+        callbacks.append(StopOnNonFinite())
+    return callbacks
+
+
 class Distiller(keras.Model):
     """Trains a student network to match a frozen teacher (knowledge distillation).
 
@@ -497,6 +508,30 @@ class Distiller(keras.Model):
     def _num_classes(self):
         return _output_dim(self.student) or _output_dim(self.teacher)
 
+    def _expected_input_shape(self):
+        """The student's input shape without the batch axis, when it is known."""
+        try:
+            shape = self.student.input_shape
+        except (AttributeError, ValueError):
+            return None
+        if not isinstance(shape, tuple) or not shape or isinstance(shape[0], (tuple, list)):
+            return None  # unbuilt, or several inputs: Keras checks those itself
+        return tuple(shape[1:])
+
+    def _check_input_shape(self, shape, role):
+        expected = self._expected_input_shape()
+        if expected is None or shape is None:
+            return
+        got = tuple(shape[1:])
+        if len(got) != len(expected) or any(
+            e is not None and g is not None and e != g for e, g in zip(expected, got)
+        ):
+            raise ValueError(
+                f"The {role} inputs have shape {tuple(shape)} (batch first), but the student "
+                f"{self.student.name!r} expects (batch, {', '.join(map(str, expected))}). "
+                "Resize or reshape the images, or build the models with the matching input_shape."
+            )
+
     def _check_data(self, x, y, role):
         if x is None:
             return
@@ -506,9 +541,17 @@ class Distiller(keras.Model):
                     f"The {role} dataset is empty (cardinality 0): it yields no batches. "
                     "Check the source arrays and any filter()/take() upstream."
                 )
+            spec = x.element_spec
+            if isinstance(spec, tuple) and spec:
+                spec = spec[0]
+            spec, _ = split_cached_inputs(spec)
+            if isinstance(spec, tf.TensorSpec):
+                self._check_input_shape(spec.shape.as_list() if spec.shape.rank is not None else None, role)
             return
         if _is_array(x) and len(x) == 0:
             raise ValueError(f"The {role} inputs are empty (0 examples); received shape {np.shape(x)}.")
+        if _is_array(x):
+            self._check_input_shape(np.shape(x), role)
         if y is not None and _is_array(y):
             y_arr = np.asarray(y)
             n = self._num_classes()
@@ -550,7 +593,19 @@ class Distiller(keras.Model):
         raise error
 
     def fit(self, x=None, y=None, *args, **kwargs):
-        """Trains the student; see ``keras.Model.fit``. Bad data raises ``ValueError``."""
+        """Trains the student; see ``keras.Model.fit``.
+
+        Bad data raises ``ValueError`` before the first step. Unless the callbacks
+        already contain one, a :class:`kdkeras.callbacks.StopOnNonFinite` is
+        added: a NaN or infinite loss stops training with
+        :class:`kdkeras.callbacks.NonFiniteLossError` naming the epoch and step.
+        """
+        if len(args) >= 4:  # callbacks given positionally: fit(x, y, batch_size, epochs, verbose, callbacks)
+            args = list(args)
+            args[3] = _with_non_finite_stop(args[3])
+            args = tuple(args)
+        else:
+            kwargs["callbacks"] = _with_non_finite_stop(kwargs.get("callbacks"))
         self._check_data(x, y, "training")
         self._check_validation(kwargs.get("validation_data"))
         try:

@@ -24,9 +24,11 @@ import os
 import shutil
 import socket
 import tempfile
+import tokenize
 import warnings
 import zipfile
 from importlib import resources
+from struct import error as struct_error
 
 import keras
 import numpy as np
@@ -108,14 +110,18 @@ def _prepare_images(x, where):
         )
     if x.shape[0] == 0:
         raise ValueError(f"{where}: the image array is empty (shape {x.shape}).")
-    if x.dtype.kind == "f":
-        if not np.all(np.isfinite(x)):
-            raise ValueError(f"{where}: images contain NaN or infinite values.")
-        x = x.astype(np.float32)
-        if x.max() > 1.0:
-            x = x / 255.0
-    else:
-        x = x.astype(np.float32) / 255.0
+    if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
+        raise ValueError(f"{where}: images contain NaN or infinite values.")
+    low, high = x.min(), x.max()
+    if low < 0 or high > 255:
+        raise ValueError(
+            f"{where}: pixel values must be in [0, 255] (or [0, 1] as floats); received "
+            f"values from {low} to {high}."
+        )
+    integer_pixels = x.dtype.kind in "ui"
+    x = x.astype(np.float32)
+    if integer_pixels or high > 1.0:
+        x = x / 255.0
     return x[..., None]
 
 
@@ -180,7 +186,9 @@ def _load_npz(path):
             f"Could not read {path!r} safely: {e}. kdkeras loads npz files with "
             "allow_pickle=False; store plain numeric arrays."
         ) from None
-    except (zipfile.BadZipFile, OSError, EOFError, KeyError) as e:
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError, SyntaxError, MemoryError,
+            TypeError, IndexError, struct_error, tokenize.TokenError) as e:
+        # A corrupt .npy header makes numpy raise any of these (found by fuzzing).
         raise ValueError(
             f"{path!r} is not a readable .npz file ({type(e).__name__}: {e}). "
             "Expected a numpy .npz archive with x_train/y_train/x_test/y_test or x/y."
@@ -193,6 +201,11 @@ def _load_npz(path):
     if {"x", "y"} <= keys:
         x, y = _validated(arrays["x"], arrays["y"], path)
         tr, te = _stratified_split(y)
+        if len(tr) == 0 or len(te) == 0:
+            raise ValueError(
+                f"{path}: {len(x)} examples are too few to split 80/20 into non-empty train "
+                "and test sets; store more examples, or x_train/y_train/x_test/y_test."
+            )
         return (x[tr], y[tr]), (x[te], y[te])
     raise ValueError(
         f"{path!r} has arrays {sorted(keys)}; expected x_train, y_train, x_test, "

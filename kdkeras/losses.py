@@ -55,6 +55,11 @@ def _as_float32(teacher_logits, student_logits, temperature):
     return teacher_logits, student_logits, temperature
 
 
+def _non_negative(divergence):
+    """Clamps float rounding (about -1e-7 near the optimum) to 0, keeping the exact gradient."""
+    return divergence + tf.stop_gradient(tf.maximum(divergence, 0.0) - divergence)
+
+
 def kl_divergence(teacher_logits, student_logits, temperature):
     """Forward KL divergence ``T**2 * KL(p_t || p_s)`` per example (Hinton KD).
 
@@ -73,7 +78,7 @@ def kl_divergence(teacher_logits, student_logits, temperature):
     log_pt = tf.nn.log_softmax(zt / t, axis=-1)
     log_ps = tf.nn.log_softmax(zs / t, axis=-1)
     pt = tf.exp(log_pt)
-    return tf.square(t) * tf.reduce_sum(pt * (log_pt - log_ps), axis=-1)
+    return _non_negative(tf.square(t) * tf.reduce_sum(pt * (log_pt - log_ps), axis=-1))
 
 
 def reverse_kl_divergence(teacher_logits, student_logits, temperature):
@@ -91,7 +96,7 @@ def reverse_kl_divergence(teacher_logits, student_logits, temperature):
     log_pt = tf.nn.log_softmax(zt / t, axis=-1)
     log_ps = tf.nn.log_softmax(zs / t, axis=-1)
     ps = tf.exp(log_ps)
-    return tf.square(t) * tf.reduce_sum(ps * (log_ps - log_pt), axis=-1)
+    return _non_negative(tf.square(t) * tf.reduce_sum(ps * (log_ps - log_pt), axis=-1))
 
 
 def soft_target_cross_entropy(teacher_logits, student_logits, temperature):

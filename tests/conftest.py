@@ -8,6 +8,13 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import kdkeras  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# Property tests draw the same cases on every run (repeatable CI); explore new ones with
+# `python -m pytest --hypothesis-profile=explore tests/test_properties.py`.
+settings.register_profile("repeatable", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile("repeatable")
 
 LOGITS_LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -34,6 +41,23 @@ def trained_teacher(sample_arrays):
     teacher.compile(optimizer="adam", loss=LOGITS_LOSS, metrics=["accuracy"])
     teacher.fit(kdkeras.make_dataset(x, y, 64, shuffle=True, seed=0), epochs=2, verbose=0)
     return teacher
+
+
+def make_distiller(teacher, seed=0, **compile_kwargs):
+    """A Distiller of a fresh article student, compiled like the keras.io example."""
+    student = kdkeras.build_student(seed=seed)
+    distiller = kdkeras.Distiller(student=student, teacher=teacher)
+    kwargs = dict(
+        optimizer=keras.optimizers.Adam(),
+        metrics=[keras.metrics.SparseCategoricalAccuracy()],
+        student_loss_fn=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        distillation_loss_fn="kl",
+        alpha=0.1,
+        temperature=3.0,
+    )
+    kwargs.update(compile_kwargs)
+    distiller.compile(**kwargs)
+    return distiller
 
 
 @pytest.fixture
@@ -88,3 +112,20 @@ def run_local_workers(argv_of, env, n=2, timeout=300, cwd=None):
             if p.poll() is None:
                 p.kill()
     return [(p.returncode, out, err) for p, (out, err) in zip(procs, outputs)]
+
+
+@pytest.fixture
+def reliability(record_property):
+    """Records a row of docs/reliability.md from the test itself (see scripts/reliability_report.py).
+
+    ``reliability(kind, what, **numbers)``: kind is "fault survived" or "bad input refused",
+    what says what was tried; numbers (e.g. cases=300) go to the table as they were measured.
+    """
+
+    def record(kind, what, **numbers):
+        record_property("kdkeras_kind", kind)
+        record_property("kdkeras_what", what)
+        for key, value in numbers.items():
+            record_property(f"kdkeras_{key}", value)
+
+    return record

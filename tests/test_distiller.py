@@ -6,25 +6,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import LOGITS_LOSS, log_softmax_np, softmax_np
+from conftest import LOGITS_LOSS, log_softmax_np, make_distiller, softmax_np
 
 import kdkeras
-
-
-def make_distiller(teacher, seed=0, **compile_kwargs):
-    student = kdkeras.build_student(seed=seed)
-    distiller = kdkeras.Distiller(student=student, teacher=teacher)
-    kwargs = dict(
-        optimizer=keras.optimizers.Adam(),
-        metrics=[keras.metrics.SparseCategoricalAccuracy()],
-        student_loss_fn=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        distillation_loss_fn="kl",
-        alpha=0.1,
-        temperature=3.0,
-    )
-    kwargs.update(compile_kwargs)
-    distiller.compile(**kwargs)
-    return distiller
 
 
 def numpy_total_loss(y, zs, zt, alpha, t, w=None):

@@ -2,8 +2,11 @@
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 
 import keras
 import numpy as np
@@ -27,7 +30,7 @@ def run_script(*args, timeout=300):
 def finished_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     proc = run_script("--data", "sample", "--teacher-epochs", "1", "--student-epochs", "1",
-                      "--verbose", "0", "--out", str(out))
+                      "--verbose", "0", "--export", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, proc
 
@@ -70,6 +73,18 @@ def test_metrics_json_has_every_field(finished_run):
         assert models[name]["mean_kl_to_teacher"] >= 0
     assert models["teacher"]["bytes_on_disk"] > models["student (distilled)"]["bytes_on_disk"]
     assert "5,000-digit" in report["run"]["data"]
+
+
+def test_export_flag_writes_and_measures_the_student(finished_run):
+    out, _ = finished_run
+    exported = json.loads((out / "metrics.json").read_text())["export"]
+    assert sorted(os.listdir(out / "export")) == ["saved_model", "student_float32.tflite", "student_int8.tflite"]
+    f32, i8 = exported["tflite_float32"], exported["tflite_int8"]
+    assert f32["max_abs_logit_diff_vs_keras"] <= 1e-4
+    assert f32["accuracy"] == pytest.approx(f32["accuracy_keras"], abs=0.002)
+    assert i8["bytes"] < 0.4 * f32["bytes"] and exported["saved_model"]["bytes"] > 0
+    assert f32["latency_ms_per_image"] > 0 and i8["latency_ms_per_image"] > 0
+    assert "## Exported student" in (out / "report.md").read_text()
 
 
 def test_pngs_are_valid_images_of_plausible_size(finished_run):
@@ -216,3 +231,122 @@ def test_multiworker_strategy_two_workers_on_localhost(mirrored_run, tmp_path):
     single, multi = _accuracies(mirrored_run), _accuracies(out)
     for name in single:
         assert abs(single[name] - multi[name]) <= 0.005, (single, multi)
+
+
+# --------------------------------------------------------------------------- #
+# Faults: a killed run resumes; a diverging run stops clearly; bad model files
+# --------------------------------------------------------------------------- #
+RESUME_ARGS = ("--data", "sample", "--teacher-epochs", "1", "--student-epochs", "3", "--seed", "4",
+               "--deterministic", "--verbose", "0")
+
+
+def _comparable(out):
+    with open(os.path.join(out, "metrics.json")) as f:
+        models = json.load(f)["models"]
+    return {name: {k: v for k, v in m.items() if "latency" not in k} for name, m in models.items()}
+
+
+def test_sigkilled_run_resumes_to_the_same_metrics(tmp_path, reliability):
+    """SIGKILL during the distilled student's training, then --resume: identical metrics."""
+    reference = run_script(*RESUME_ARGS, "--out", str(tmp_path / "ref"))
+    assert reference.returncode == 0, reference.stderr[-3000:]
+
+    out = tmp_path / "killed"
+    latest = out / ".kdkeras-state" / "distilled" / "latest.json"
+    proc = subprocess.Popen([sys.executable, SCRIPT, *RESUME_ARGS, "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV, cwd=ROOT)
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if latest.exists() and json.loads(latest.read_text())["epoch"] >= 1:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    killed_at = json.loads(latest.read_text())["epoch"]
+    assert killed_at in (1, 2) and not (out / "student.keras").exists()
+    assert (out / "teacher.keras").exists() and (out / "student_scratch.keras").exists()
+
+    resumed = run_script(*RESUME_ARGS, "--out", str(out), "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Teacher: finished earlier" in resumed.stdout
+    assert f"resuming at epoch {killed_at + 1} of 3" in resumed.stdout
+    assert _comparable(out) == _comparable(tmp_path / "ref")
+    history = json.loads((out / ".kdkeras-state" / "distilled.done.json").read_text())
+    assert len(history["loss"]) == 3  # the epochs before the kill are kept in history.png
+    assert not (out / ".kdkeras-state" / "distilled").exists()
+    reliability("fault survived",
+                f"main job SIGKILLed after epoch {killed_at} of the distilled student, then --resume: "
+                "metrics identical to an uninterrupted run")
+
+
+def test_diverging_run_names_epoch_and_step_and_keeps_earlier_files(tmp_path, reliability):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "metrics.json").write_text('{"from": "an earlier run"}')
+    proc = run_script("--data", "sample", "--teacher-epochs", "2", "--student-epochs", "1",
+                      "--learning-rate", "1e12", "--verbose", "0", "--out", str(out))
+    assert proc.returncode == 1
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr
+    assert re.search(r"teacher: Training stopped: loss became (nan|inf) at epoch 1, step \d+", lines[0])
+    assert (out / "metrics.json").read_text() == '{"from": "an earlier run"}'
+    assert not (out / "teacher.keras").exists()
+    reliability("fault survived", "learning rate 1e12 in the main job: exit 1 naming the epoch and step; "
+                                  "earlier files untouched")
+
+
+def _lambda_model(path):
+    inputs = keras.Input((28, 28, 1))
+    outputs = keras.layers.Dense(10)(keras.layers.Lambda(lambda t: t * 2.0)(keras.layers.Flatten()(inputs)))
+    keras.Model(inputs, outputs).save(path)
+
+
+@pytest.mark.parametrize("kind", ["truncated", "random bytes", "a zip that is not a model", "Lambda layer"])
+def test_bad_teacher_files_are_refused_in_one_line(kind, finished_run, tmp_path, reliability):
+    out, _ = finished_run
+    bad = tmp_path / "teacher.keras"
+    good = (out / "teacher.keras").read_bytes()
+    if kind == "truncated":
+        bad.write_bytes(good[: len(good) // 2])
+    elif kind == "random bytes":
+        bad.write_bytes(np.random.default_rng(0).bytes(4096))
+    elif kind == "a zip that is not a model":
+        import zipfile
+
+        with zipfile.ZipFile(bad, "w") as z:
+            z.writestr("config.json", "{not json")
+    else:
+        _lambda_model(str(bad))
+    proc = run_script("--data", "sample", "--teacher", str(bad), "--student-epochs", "1",
+                      "--out", str(tmp_path / "o"), timeout=120)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and "could not load --teacher" in lines[0] and "Traceback" not in proc.stderr
+    if kind == "Lambda layer":
+        assert "safe_mode" in lines[0]  # Keras refuses to run the file's code
+    reliability("bad input refused", f"--teacher file: {kind}")
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [(["--resume"], "--resume"), (["--learning-rate", "-1"], "learning-rate"),
+     (["--resume", "--out", "x", "--strategy", "multiworker"], "multiworker")],
+)
+def test_bad_resume_and_rate_arguments(args, fragment, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    proc = subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, timeout=120,
+                          env=dict(ENV, TF_CONFIG='{"cluster": {}, "task": {}}'))
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and fragment in lines[0]
+
+
+def test_tf_config_that_is_not_an_object_is_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, SCRIPT, "--strategy", "multiworker", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120, env=dict(ENV, TF_CONFIG="[1, 2]"))
+    assert proc.returncode == 2 and "TF_CONFIG" in proc.stderr and "Traceback" not in proc.stderr

@@ -55,7 +55,6 @@ def _is_array(value):
     )
 
 
-@keras.saving.register_keras_serializable(package="kdkeras")
 def _with_non_finite_stop(callbacks):
     from kdkeras.callbacks import StopOnNonFinite
 
@@ -67,6 +66,7 @@ def _with_non_finite_stop(callbacks):
     return callbacks
 
 
+@keras.saving.register_keras_serializable(package="kdkeras")
 class Distiller(keras.Model):
     """Trains a student network to match a frozen teacher (knowledge distillation).
 

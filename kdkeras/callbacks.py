@@ -38,6 +38,7 @@ __all__ = [
     "NonFiniteLossError",
     "StopOnNonFinite",
     "latest_backup_epoch",
+    "linear_warmup",
 ]
 
 _log = logging.getLogger(__name__)
@@ -124,6 +125,29 @@ class DistillationSchedule(keras.callbacks.Callback):
                 variable = getattr(self.model, f"{name}_variable", None)
                 if variable is not None:
                     logs[name] = float(keras.ops.convert_to_numpy(variable))
+
+
+def linear_warmup(alpha, epochs):
+    """A schedule that brings the distillation term in linearly over ``epochs`` epochs.
+
+    The Distiller's loss is ``alpha * hard + (1 - alpha) * distill``; this sets
+    ``alpha`` so that the distillation weight ``1 - alpha`` grows from
+    ``(1 - alpha) / epochs`` in the first epoch to ``1 - alpha`` from epoch
+    ``epochs`` on — the warm-up of DKD (Zhao et al., 2022), which ramps the
+    distillation term over the first 20 epochs. (In the paper the hard-label
+    weight stays 1; here the two weights always sum to 1.)
+
+    Args:
+        alpha: The hard-label weight after the warm-up, in [0, 1].
+        epochs: Length of the warm-up in epochs (>= 1).
+
+    Returns:
+        A :class:`DistillationSchedule`.
+    """
+    _losses.check_alpha(alpha)
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"Warm-up epochs must be an integer >= 1; received {epochs!r}.")
+    return DistillationSchedule(alpha=lambda epoch: 1.0 - (1.0 - alpha) * min(1.0, (epoch + 1) / epochs))
 
 
 # --------------------------------------------------------------------------- #

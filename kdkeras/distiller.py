@@ -432,9 +432,11 @@ class Distiller(keras.Model):
         temperature = self.temperature_variable
         alpha = self.alpha_variable
         student_values = self._per_example_student_loss(y, student_logits)
-        distill_values = tf.cast(
-            self.distillation_loss_fn(teacher_logits, student_logits, temperature), tf.float32
-        )
+        if losses_module.takes_labels(self.distillation_loss_fn):  # e.g. DKD needs the target class
+            distill_values = self.distillation_loss_fn(teacher_logits, student_logits, temperature, labels=y)
+        else:
+            distill_values = self.distillation_loss_fn(teacher_logits, student_logits, temperature)
+        distill_values = tf.cast(distill_values, tf.float32)
         local_n = tf.cast(tf.shape(student_logits)[0], tf.float32)
         if sample_weight is None:
             weights = tf.ones_like(student_values)

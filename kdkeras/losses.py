@@ -42,6 +42,8 @@ __all__ = [
     "soft_target_cross_entropy",
     "logit_mse",
     "keras_loss_on_soft_targets",
+    "decoupled_kd",
+    "takes_labels",
     "get",
     "register",
     "available",
@@ -137,6 +139,85 @@ def logit_mse(teacher_logits, student_logits, temperature):
     zt = tf.cast(teacher_logits, tf.float32)
     zs = tf.cast(student_logits, tf.float32)
     return tf.reduce_mean(tf.square(zs - zt), axis=-1)
+
+
+def decoupled_kd(target_weight=1.0, non_target_weight=8.0):
+    """Makes a DKD loss (decoupled knowledge distillation; Zhao et al., CVPR 2022).
+
+    DKD splits the KL divergence into a target-class term (TCKD: KL between the
+    binary distributions ``[p[target], 1 - p[target]]`` of teacher and student)
+    and a non-target-class term (NCKD: KL between the distributions over the
+    other classes, renormalised), and weighs them freely::
+
+        T**2 * (target_weight * TCKD + non_target_weight * NCKD)
+
+    ``target_weight`` and ``non_target_weight`` are the paper's alpha and beta
+    (not the Distiller's ``alpha``, which still weighs the hard-label loss).
+    The paper also warms the distillation term up linearly over the first
+    epochs; use :func:`kdkeras.callbacks.linear_warmup` for that.
+
+    The returned function takes the true ``labels`` (the Distiller passes
+    them); without labels the teacher's top class is the target.
+
+    Args:
+        target_weight: Weight of TCKD (alpha in the paper; 1.0 there).
+        non_target_weight: Weight of NCKD (beta in the paper; 8.0 for CIFAR-100,
+            0.5 for ImageNet).
+
+    Returns:
+        ``f(teacher_logits, student_logits, temperature, labels=None)``.
+
+    Example:
+
+    ```python
+    kdkeras.losses.register("dkd_b2", kdkeras.losses.decoupled_kd(1.0, 2.0))
+    distiller.compile(..., distillation_loss_fn="dkd_b2")
+    ```
+    """
+    for name, value in (("target_weight", target_weight), ("non_target_weight", non_target_weight)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            raise ValueError(f"DKD's {name} must be a finite number >= 0; received {value!r}.")
+
+    def dkd(teacher_logits, student_logits, temperature, labels=None):
+        zt, zs, t = _as_float32(teacher_logits, student_logits, temperature)
+        if labels is None:
+            target = tf.argmax(zt, axis=-1)
+        else:
+            target = tf.reshape(tf.cast(labels, tf.int64), [-1])
+        is_target = tf.one_hot(target, tf.shape(zs)[-1], on_value=True, off_value=False)
+        log_pt = tf.nn.log_softmax(zt / t, axis=-1)
+        log_ps = tf.nn.log_softmax(zs / t, axis=-1)
+        neg_inf = tf.fill(tf.shape(log_pt), -float("inf"))
+
+        def split(log_p):
+            log_target = tf.reduce_sum(tf.where(is_target, log_p, tf.zeros_like(log_p)), axis=-1)
+            log_rest = tf.reduce_logsumexp(tf.where(is_target, neg_inf, log_p), axis=-1)
+            return log_target, log_rest
+
+        t_tgt, t_rest = split(log_pt)
+        s_tgt, s_rest = split(log_ps)
+        tckd = tf.exp(t_tgt) * (t_tgt - s_tgt) + tf.exp(t_rest) * (t_rest - s_rest)
+        # Over the other classes: log p_hat = log p - log(1 - p[target]). The target entry
+        # is zeroed *before* exp: a where() after it would still send 0 * inf = NaN back
+        # through the gradient when p[target] is close to 1.
+        zeros = tf.zeros_like(log_pt)
+        t_hat = tf.where(is_target, zeros, log_pt - t_rest[:, None])
+        s_hat = tf.where(is_target, zeros, log_ps - s_rest[:, None])
+        terms = tf.where(is_target, zeros, tf.exp(t_hat) * (t_hat - s_hat))
+        nckd = tf.reduce_sum(terms, axis=-1)
+        loss = tf.square(t) * (target_weight * tckd + non_target_weight * nckd)
+        return _non_negative(loss)
+
+    dkd.__name__ = f"dkd_{target_weight:g}_{non_target_weight:g}"
+    return dkd
+
+
+def takes_labels(fn):
+    """Whether a distillation loss accepts the true labels as ``labels=``."""
+    try:
+        return "labels" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def keras_loss_on_soft_targets(loss):
@@ -305,6 +386,7 @@ register("kl", kl_divergence)
 register("reverse_kl", reverse_kl_divergence)
 register("soft_ce", soft_target_cross_entropy)
 register("mse", logit_mse)
+register("dkd", decoupled_kd())
 
 
 def check_temperature(temperature):

@@ -28,7 +28,22 @@ def ref_mse(zt, zs, t):
     return ((np.asarray(zs, np.float64) - zt) ** 2).mean(-1)
 
 
-REFERENCES = {"kl": ref_kl, "reverse_kl": ref_reverse_kl, "soft_ce": ref_soft_ce, "mse": ref_mse}
+def ref_dkd(zt, zs, t, labels=None, alpha=1.0, beta=8.0):
+    """DKD as in the authors' code (mdistiller): binary TCKD, NCKD with the target masked by -1000."""
+    labels = np.argmax(zt, -1) if labels is None else labels
+    gt = np.eye(zt.shape[-1])[labels]
+    pt, ps = softmax_np(zt, t), softmax_np(zs, t)
+    bt = np.stack([(pt * gt).sum(-1), (pt * (1 - gt)).sum(-1)], -1)
+    bs = np.stack([(ps * gt).sum(-1), (ps * (1 - gt)).sum(-1)], -1)
+    tckd = (bt * (np.log(bt) - np.log(bs))).sum(-1)
+    masked_t = np.asarray(zt, np.float64) / t - 1000.0 * gt
+    masked_s = np.asarray(zs, np.float64) / t - 1000.0 * gt
+    nckd = (softmax_np(masked_t) * (log_softmax_np(masked_t) - log_softmax_np(masked_s))).sum(-1)
+    return t**2 * (alpha * tckd + beta * nckd)
+
+
+REFERENCES = {"kl": ref_kl, "reverse_kl": ref_reverse_kl, "soft_ce": ref_soft_ce, "mse": ref_mse,
+              "dkd": ref_dkd}
 
 
 @pytest.fixture
@@ -38,7 +53,7 @@ def logits():
 
 
 def test_available_lists_the_builtin_losses():
-    assert set(losses.available()) >= {"kl", "reverse_kl", "soft_ce", "mse"}
+    assert set(losses.available()) >= {"kl", "reverse_kl", "soft_ce", "mse", "dkd"}
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCES))
@@ -168,3 +183,38 @@ def test_kl_family_zero_or_entropy_when_student_equals_teacher(name, logits):
 
 def test_public_api_exposes_losses_module():
     assert kdkeras.losses is losses
+
+
+@pytest.mark.parametrize("temperature", [1.0, 4.0])
+def test_dkd_with_labels_and_custom_weights_matches_reference(temperature, logits):
+    zt, zs = logits
+    labels = np.arange(16) % 10
+    dkd = losses.decoupled_kd(target_weight=0.5, non_target_weight=2.0)
+    got = dkd(zt, zs, temperature, labels=labels).numpy()
+    np.testing.assert_allclose(got, ref_dkd(zt, zs, temperature, labels, 0.5, 2.0), rtol=2e-5, atol=2e-5)
+    # With equal weights DKD is not KL (KL = TCKD + (1 - p_t[target]) * NCKD), but both vanish together.
+    assert np.all(dkd(zt, zt + 3.0, temperature, labels=labels).numpy() < 1e-4)
+    with pytest.raises(ValueError, match="non_target_weight"):
+        losses.decoupled_kd(1.0, -1.0)
+
+
+def test_distiller_passes_the_true_labels_to_dkd(trained_teacher, small_batch):
+    x, y = small_batch
+    distiller = kdkeras.Distiller(student=kdkeras.build_student(seed=0), teacher=trained_teacher)
+    distiller.compile(optimizer="adam", student_loss_fn=keras.losses.SparseCategoricalCrossentropy(True),
+                      distillation_loss_fn="dkd", alpha=0.0, temperature=4.0)
+    got = distiller.evaluate(x, y, batch_size=len(x), verbose=0, return_dict=True)["distillation_loss"]
+    zt = trained_teacher.predict(x, verbose=0)
+    zs = distiller.student.predict(x, verbose=0)
+    with_labels = ref_dkd(zt, zs, 4.0, y).mean()
+    np.testing.assert_allclose(got, with_labels, rtol=1e-4)
+    wrong = (y + 1) % 10
+    assert abs(ref_dkd(zt, zs, 4.0, wrong).mean() - with_labels) > 1e-3  # the labels matter
+
+
+def test_linear_warmup_ramps_the_distillation_weight():
+    schedule = kdkeras.callbacks.linear_warmup(alpha=0.2, epochs=4)
+    weights = [1 - schedule._alpha(e) for e in range(6)]
+    np.testing.assert_allclose(weights, [0.2, 0.4, 0.6, 0.8, 0.8, 0.8], rtol=1e-6)
+    with pytest.raises(ValueError):
+        kdkeras.callbacks.linear_warmup(alpha=0.2, epochs=0)

@@ -19,6 +19,8 @@ from kdkeras.data import (
 )
 from kdkeras.distiller import Distiller
 from kdkeras.distribute import multiworker_compatible
+from kdkeras.features import FeatureDistiller
+from kdkeras.mutual import MutualLearning, born_again
 from kdkeras.models import build_cnn, build_student, build_teacher
 
 __version__ = "0.1.0"
@@ -26,6 +28,9 @@ __version__ = "0.1.0"
 __all__ = [
     "Distiller",
     "DatasetUnavailableError",
+    "FeatureDistiller",
+    "MutualLearning",
+    "born_again",
     "build_cnn",
     "build_student",
     "build_teacher",

@@ -400,16 +400,7 @@ class Distiller(keras.Model):
             return tf.identity(y)
 
     def _global_batch_size(self, local_batch_size):
-        """The number of examples in this step across all replicas.
-
-        Losses are summed over the local examples and divided by this number,
-        so that the optimizer's cross-replica SUM of gradients equals the
-        gradient of the mean over the global batch, as on one device.
-        """
-        ctx = tf.distribute.get_replica_context()
-        if ctx is None or ctx.num_replicas_in_sync == 1:
-            return local_batch_size
-        return ctx.all_reduce(tf.distribute.ReduceOp.SUM, local_batch_size)
+        return _distribute.global_batch_size(local_batch_size)
 
     def _per_example_student_loss(self, y, student_logits):
         fn = self.student_loss_fn
@@ -450,7 +441,9 @@ class Distiller(keras.Model):
         means = (total_sum / safe_n, student_sum / safe_n, distill_sum / safe_n)
         return grad_loss, means, local_n, weights
 
-    def _update_trackers(self, means, local_n, student_logits, teacher_logits, weights):
+    def _update_trackers(self, means, local_n, student_logits, teacher_logits, weights, extra_means=()):
+        for tracker, value in extra_means:
+            tracker.update_state(value, sample_weight=local_n)
         total, student, distill = means
         self._loss_tracker.update_state(total, sample_weight=local_n)
         self.student_loss_tracker.update_state(student, sample_weight=local_n)
@@ -461,20 +454,42 @@ class Distiller(keras.Model):
         )
         self.agreement_tracker.update_state(agree, sample_weight=weights)
 
+    # Hooks for subclasses (kdkeras.FeatureDistiller): features captured during the
+    # forward passes and extra loss terms computed from them.
+    def _teacher_forward(self, x, cached):
+        """Returns ``(teacher_logits, teacher_features)``."""
+        return self._teacher_logits(x, cached), {}
+
+    def _student_forward(self, x, training):
+        """Returns ``(student_logits, student_features)``."""
+        return self.student(x, training=training), {}
+
+    def _auxiliary_loss(self, teacher_features, student_features, local_n):
+        """Extra loss terms from captured features.
+
+        Returns ``(gradient term, weighted per-replica mean, [(tracker, mean), ...])``:
+        the gradient term is already divided by the global batch size; the weighted
+        mean is added to the reported total ``loss``.
+        """
+        return 0.0, 0.0, []
+
     def train_step(self, data):
         x, y, sample_weight, cached = self._unpack(data)
-        teacher_logits = self._teacher_logits(x, cached)
+        teacher_logits, teacher_features = self._teacher_forward(x, cached)
         with tf.GradientTape() as tape:
-            student_logits = self.student(x, training=True)
+            student_logits, student_features = self._student_forward(x, training=True)
             loss, means, local_n, weights = self._distillation_losses(
                 y, student_logits, teacher_logits, sample_weight
             )
+            extra, extra_mean, extra_means = self._auxiliary_loss(teacher_features, student_features, local_n)
+            loss = loss + extra
+            means = (means[0] + extra_mean,) + tuple(means[1:])
             scaled_loss = self.optimizer.scale_loss(loss)
         variables = self.trainable_variables
         gradients = tape.gradient(scaled_loss, variables)
         means = self._poison_if_non_finite(means, gradients)
         self.optimizer.apply_gradients(zip(gradients, variables))
-        self._update_trackers(means, local_n, student_logits, teacher_logits, weights)
+        self._update_trackers(means, local_n, student_logits, teacher_logits, weights, extra_means)
         return self._step_logs(x, y, student_logits, sample_weight)
 
     def _poison_if_non_finite(self, means, gradients):
@@ -494,10 +509,12 @@ class Distiller(keras.Model):
 
     def test_step(self, data):
         x, y, sample_weight, cached = self._unpack(data)
-        teacher_logits = self._teacher_logits(x, cached)
-        student_logits = self.student(x, training=False)
+        teacher_logits, teacher_features = self._teacher_forward(x, cached)
+        student_logits, student_features = self._student_forward(x, training=False)
         _, means, local_n, weights = self._distillation_losses(y, student_logits, teacher_logits, sample_weight)
-        self._update_trackers(means, local_n, student_logits, teacher_logits, weights)
+        _, extra_mean, extra_means = self._auxiliary_loss(teacher_features, student_features, local_n)
+        means = (means[0] + extra_mean,) + tuple(means[1:])
+        self._update_trackers(means, local_n, student_logits, teacher_logits, weights, extra_means)
         return self._step_logs(x, y, student_logits, sample_weight)
 
     def _step_logs(self, x, y, student_logits, sample_weight):
@@ -516,9 +533,13 @@ class Distiller(keras.Model):
             self.distillation_loss_tracker,
             self.agreement_tracker,
         ]
+        metrics += self._auxiliary_trackers()
         if self.compiled and self._compile_metrics is not None:
             metrics.append(self._compile_metrics)
         return metrics
+
+    def _auxiliary_trackers(self):
+        return []
 
     # ------------------------------------------------------------------ #
     # Input validation around fit / evaluate

@@ -100,3 +100,16 @@ def multiworker_compatible(model):
     model._maybe_symbolic_build = types.MethodType(patched_build, model)
     model._kdkeras_multiworker = True
     return model
+
+
+def global_batch_size(local_batch_size):
+    """The number of examples in this step across all replicas (a float tensor).
+
+    Losses are summed over the local examples and divided by this number, so
+    that the optimizer's cross-replica SUM of gradients equals the gradient of
+    the mean over the global batch, as on one device.
+    """
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return local_batch_size
+    return ctx.all_reduce(tf.distribute.ReduceOp.SUM, local_batch_size)

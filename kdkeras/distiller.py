@@ -647,6 +647,9 @@ class Distiller(keras.Model):
             kwargs["callbacks"] = _with_non_finite_stop(kwargs.get("callbacks"))
         self._check_data(x, y, "training")
         self._check_validation(kwargs.get("validation_data"))
+        if isinstance(x, tf.data.Dataset) and len(args) < 7:
+            # Keras 3.15 warns about its default shuffle=True for every dataset; a dataset shuffles itself.
+            kwargs.setdefault("shuffle", False)
         try:
             history = super().fit(x, y, *args, **kwargs)
         except (tf.errors.InvalidArgumentError, ValueError) as e:

@@ -98,7 +98,7 @@ def _markdown(rows, status, seconds):
     cases = [r for r in rows if "cases=" in r[3]]
     total_cases = sum(int(r[3].split("cases=")[1].split(",")[0]) for r in cases)
     lines += ["", f"Generated cases in property and fuzz tests: {total_cases:,} "
-                  f"(over {len(cases)} tests; hypothesis profile `repeatable`, the same cases every run).", ""]
+                  f"(over {len(cases)} tests; hypothesis profile `repeatable`: derandomized, so a rerun of the same test selection draws the same cases; the loaded/refused split of the fuzz test differs slightly between a full run and a run of that file alone).", ""]
     return "\n".join(lines)
 
 

@@ -206,8 +206,8 @@ class StopOnNonFinite(keras.callbacks.Callback):
                 epoch, step = self._epoch + 1, batch + 1
                 raise NonFiniteLossError(
                     f"Training stopped: {name} became {value} at epoch {epoch}, step {step} "
-                    "(both counted from 1; a Distiller also reports a NaN loss when a gradient "
-                    "is not finite). Look for NaN or infinite values in the input "
+                    "(both counted from 1; a Distiller also reports a NaN loss when an input batch "
+                    "holds NaN or infinite values). Look for NaN or infinite values in the input "
                     "batches, or lower the learning rate; weights updated in this epoch are "
                     "not trustworthy, and files written before this step were left as they were.",
                     epoch=epoch, step=step, name=name, value=value,

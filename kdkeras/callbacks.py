@@ -4,8 +4,8 @@
   between epochs. Both live in non-trainable variables, so a new value takes
   effect in the next step without retracing the compiled step function.
 - :class:`StopOnNonFinite` stops training at the first step whose loss is NaN
-  or infinite and raises :class:`NonFiniteLossError` naming the epoch and step.
-  ``Distiller.fit`` adds one unless the callbacks already contain one.
+  or infinite and raises :class:`NonFiniteLossError` naming the epoch and step
+  (opt-in: a per-step callback costs about 10 % of a small student's CPU step).
 - :class:`AtomicBackupAndRestore` is ``keras.callbacks.BackupAndRestore`` whose
   backups are written whole or not at all: a run killed while it writes a
   backup resumes from the previous complete one.

@@ -146,7 +146,8 @@ def test_nan_in_a_batch_stops_with_epoch_and_step(trained_teacher, sample_arrays
     x[100, 5, 5, 0] = np.nan  # batch 4 of 8 at batch size 32 (no shuffle)
     distiller = make_distiller(trained_teacher)
     with pytest.raises(NonFiniteLossError, match=r"epoch 1, step 4") as info:
-        distiller.fit(kdkeras.make_dataset(x, y[:256], 32), epochs=2, verbose=0)
+        distiller.fit(kdkeras.make_dataset(x, y[:256], 32), epochs=2, verbose=0,
+                      callbacks=[kdkeras.callbacks.StopOnNonFinite()])
     assert (info.value.epoch, info.value.step) == (1, 4)
     assert "NaN or infinite values in the input" in str(info.value)
     reliability("fault survived", "NaN pixel in one batch: stopped, epoch and step named")
@@ -160,7 +161,7 @@ def test_inf_teacher_logits_in_a_cached_batch_stop_training(trained_teacher, sam
         ({"inputs": x[:128], "teacher_logits": logits}, y[:128])).batch(32)
     distiller = make_distiller(trained_teacher)
     with pytest.raises(NonFiniteLossError, match=r"epoch 1, step 3"):
-        distiller.fit(data, epochs=1, verbose=0)
+        distiller.fit(data, epochs=1, verbose=0, callbacks=[kdkeras.callbacks.StopOnNonFinite()])
 
 
 def test_diverging_learning_rate_stops_and_keeps_the_last_good_backup(trained_teacher, data, tmp_path,
@@ -177,7 +178,8 @@ def test_diverging_learning_rate_stops_and_keeps_the_last_good_backup(trained_te
     ds, steps = fixed_order(data, seed=3)
     with pytest.raises(NonFiniteLossError) as info:
         distiller.fit(ds, epochs=EPOCHS, steps_per_epoch=steps, verbose=0,
-                      callbacks=[blow_up, KeepEpochWeights(), AtomicBackupAndRestore(backup_dir)])
+                      callbacks=[blow_up, KeepEpochWeights(), AtomicBackupAndRestore(backup_dir),
+                                 kdkeras.callbacks.StopOnNonFinite()])
     assert info.value.epoch == 3
     assert latest_backup_epoch(backup_dir) == 2
     fresh = make_distiller(trained_teacher, optimizer=keras.optimizers.SGD(0.01))
@@ -191,14 +193,15 @@ def test_diverging_learning_rate_stops_and_keeps_the_last_good_backup(trained_te
                 f"step {info.value.step}; backup of epoch 2 intact")
 
 
-def test_stop_on_non_finite_is_added_once(trained_teacher, small_batch):
+def test_stop_on_non_finite_is_opt_in(trained_teacher, small_batch):
     x, y = small_batch
+    x = x.copy()
+    x[3, 4, 4, 0] = np.inf
     distiller = make_distiller(trained_teacher)
-    mine = kdkeras.callbacks.StopOnNonFinite()
-    distiller.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[mine])
-    assert mine.model is distiller  # the user's own instance was used, not a second one
-    history = distiller.fit(x, y, 32, 1, 0, [keras.callbacks.TerminateOnNaN()])  # positional
-    assert len(history.history["loss"]) == 1
+    history = distiller.fit(x, y, batch_size=32, epochs=1, verbose=0)  # no callback: no check, no error
+    assert not np.isfinite(history.history["loss"][0])  # ...but the loss says so (input check)
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1, step [1-3]\b"):
+        distiller.fit(x, y, 32, 1, 0, [kdkeras.callbacks.StopOnNonFinite()])  # positional callbacks
 
 
 def test_schedule_changes_temperature_and_alpha_without_retracing(trained_teacher, small_batch):

@@ -15,6 +15,7 @@ idea of knowledge distillation in Keras:
 import argparse
 import datetime
 import json
+import math
 import os
 import shutil
 import sys
@@ -105,8 +106,6 @@ def _check_args(args):
         kdkeras.losses.get(args.loss)
     except (ValueError, TypeError) as e:
         raise UserError(str(e)) from None
-    import math
-
     if not (math.isfinite(args.learning_rate) and args.learning_rate > 0):
         raise UserError(f"--learning-rate must be a positive number; received {args.learning_rate}.")
     if args.resume and args.out is None:

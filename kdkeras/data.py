@@ -349,14 +349,18 @@ def _batched_slices(elements, batch_size, shuffle, seed):
     index = tf.data.Dataset.range(n)
     if shuffle:
         index = index.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-    ds = index.batch(batch_size).map(
+    ds = _gather_batches(index.batch(batch_size), tensors)
+    setattr(ds, _SOURCE_ATTR, (tensors, batch_size))
+    return ds
+
+
+def _gather_batches(index_batches, tensors):
+    """Turns a dataset of index batches into prefetched batches of ``tensors`` (one gather each)."""
+    return index_batches.map(
         lambda i: tf.nest.map_structure(lambda t: tf.gather(t, i), tensors),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
-    )
-    ds = ds.prefetch(tf.data.AUTOTUNE)
-    setattr(ds, _SOURCE_ATTR, (tensors, batch_size))
-    return ds
+    ).prefetch(tf.data.AUTOTUNE)
 
 
 def fixed_epoch_order(dataset, epochs, seed, initial_epoch=0):
@@ -410,12 +414,7 @@ def fixed_epoch_order(dataset, epochs, seed, initial_epoch=0):
         )
         return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
 
-    ds = tf.data.Dataset.range(initial_epoch, epochs).flat_map(epoch_batches)
-    ds = ds.map(
-        lambda i: tf.nest.map_structure(lambda t: tf.gather(t, i), tensors),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
-    ).prefetch(tf.data.AUTOTUNE)
+    ds = _gather_batches(tf.data.Dataset.range(initial_epoch, epochs).flat_map(epoch_batches), tensors)
     return ds, -(-n // batch_size)
 
 

@@ -55,6 +55,19 @@ def _is_array(value):
     )
 
 
+def per_example_loss(fn, y, logits):
+    """A hard-label loss per example, float32, shape ``[batch]``.
+
+    ``fn`` is a ``keras.losses.Loss`` (its unreduced ``call``) or a function
+    ``f(y_true, y_pred)``; extra axes of its result are averaged.
+    """
+    values = fn.call(y, logits) if isinstance(fn, keras.losses.Loss) else fn(y, logits)
+    values = tf.cast(values, tf.float32)
+    if values.shape.rank is not None and values.shape.rank > 1:
+        values = tf.reduce_mean(values, axis=list(range(1, values.shape.rank)))
+    return values
+
+
 @keras.saving.register_keras_serializable(package="kdkeras")
 class Distiller(keras.Model):
     """Trains a student network to match a frozen teacher (knowledge distillation).
@@ -392,15 +405,7 @@ class Distiller(keras.Model):
         return _distribute.global_batch_size(local_batch_size)
 
     def _per_example_student_loss(self, y, student_logits):
-        fn = self.student_loss_fn
-        if isinstance(fn, keras.losses.Loss):
-            values = fn.call(y, student_logits)
-        else:
-            values = fn(y, student_logits)
-        values = tf.cast(values, tf.float32)
-        if values.shape.rank is not None and values.shape.rank > 1:
-            values = tf.reduce_mean(values, axis=list(range(1, values.shape.rank)))
-        return values
+        return per_example_loss(self.student_loss_fn, y, student_logits)
 
     def _distillation_losses(self, y, student_logits, teacher_logits, sample_weight):
         """Returns (loss for the gradient, per-replica mean losses, local batch size)."""

@@ -274,7 +274,7 @@ class FeatureDistiller(Distiller):
 
     def _auxiliary_loss(self, teacher_features, student_features, local_n):
         global_n = self._global_batch_size(local_n)
-        replicas = local_n / global_n  # this replica's share of the global batch
+        share = local_n / global_n  # this replica's share of the global batch
         hint_sum = 0.0
         for i, adapter in enumerate(self.adapters):
             key = f"hint{i}"
@@ -291,7 +291,7 @@ class FeatureDistiller(Distiller):
                    + self.rkd_angle_weight * rkd_angle(t_emb, s_emb))
         # RKD is a batch-level mean: weighting it by this replica's share makes the
         # cross-replica sum of gradients that of the example-weighted mean.
-        gradient_term = self.hint_weight * hint_sum / global_n + rkd * replicas
+        gradient_term = self.hint_weight * hint_sum / global_n + rkd * share
         weighted_mean = self.hint_weight * hint_mean + rkd
         updates = []
         if self.adapters:

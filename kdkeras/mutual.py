@@ -22,7 +22,7 @@ import tensorflow as tf
 from kdkeras import distribute as _distribute
 from kdkeras import losses as losses_module
 from kdkeras.data import split_cached_inputs
-from kdkeras.distiller import Distiller, _output_dim
+from kdkeras.distiller import Distiller, _output_dim, per_example_loss
 
 __all__ = ["MutualLearning", "born_again"]
 
@@ -97,8 +97,7 @@ class MutualLearning(keras.Model):
             tf.cast(sample_weight, tf.float32), [-1])
         per_student = []
         for k, z_k in enumerate(logits):
-            hard = tf.cast(self.student_loss_fn.call(y, z_k) if isinstance(self.student_loss_fn, keras.losses.Loss)
-                           else self.student_loss_fn(y, z_k), tf.float32)
+            hard = per_example_loss(self.student_loss_fn, y, z_k)
             peers = [self.distillation_loss_fn(tf.stop_gradient(z_j), z_k, self.temperature)
                      for j, z_j in enumerate(logits) if j != k]
             soft = tf.add_n(peers) / float(len(peers))

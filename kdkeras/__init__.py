@@ -9,7 +9,7 @@ The public API::
     distiller = kdkeras.Distiller(student=student, teacher=teacher)
 """
 
-from kdkeras import callbacks, losses
+from kdkeras import augment, callbacks, losses
 from kdkeras.data import (
     DatasetUnavailableError,
     cache_teacher_logits,
@@ -34,6 +34,7 @@ __all__ = [
     "build_cnn",
     "build_student",
     "build_teacher",
+    "augment",
     "callbacks",
     "cache_teacher_logits",
     "load_mnist",

@@ -25,6 +25,16 @@ from kdkeras._atomic import atomic_path
 
 EXIT_USAGE = 2
 
+# The default recipe ("patient and consistent" distillation; see the README for the
+# measurements behind every number): augmented views shared by teacher and student,
+# long cosine schedules, pure distillation at temperature 1.
+DEFAULT_TEACHER_EPOCHS = 12
+DEFAULT_STUDENT_EPOCHS = 20
+DEFAULT_TEMPERATURE = 8.0
+DEFAULT_ALPHA = 0.5
+DEFAULT_AUGMENT = "affine"
+DEFAULT_MIXUP = 0.0
+
 
 class _OneLineParser(argparse.ArgumentParser):
     """argparse that reports a user mistake in one line, without the usage block."""
@@ -50,12 +60,12 @@ def build_parser():
     p.add_argument("--data", default="auto",
                    help='"auto" (tfds MNIST if available, else the bundled 5,000-digit '
                         'sample), "tfds", "sample", or a path to an .npz file')
-    p.add_argument("--teacher-epochs", type=int, default=12, help="epochs to train the teacher")
-    p.add_argument("--student-epochs", type=int, default=20,
+    p.add_argument("--teacher-epochs", type=int, default=DEFAULT_TEACHER_EPOCHS, help="epochs to train the teacher")
+    p.add_argument("--student-epochs", type=int, default=DEFAULT_STUDENT_EPOCHS,
                    help="epochs for the scratch and the distilled student (each)")
     p.add_argument("--batch-size", type=int, default=64, help="batch size")
-    p.add_argument("--temperature", type=float, default=8.0, help="distillation temperature T > 0")
-    p.add_argument("--alpha", type=float, default=0.5,
+    p.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE, help="distillation temperature T > 0")
+    p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
                    help="weight of the hard-label loss in [0, 1]; 1 - alpha weighs the distillation loss")
     p.add_argument("--loss", default="kl",
                    help="distillation loss: a name from kdkeras.losses.available()")
@@ -64,8 +74,18 @@ def build_parser():
                    help="output directory (default: runs/mnist/<timestamp>)")
     p.add_argument("--teacher", default=None, metavar="PATH",
                    help="load a trained teacher from this .keras file instead of training one")
+    p.add_argument("--augment", default=DEFAULT_AUGMENT, choices=("none", "affine"),
+                   help="random augmentation of the training batches for all three models: affine = "
+                        "shift up to 10%% and rotate up to 10 degrees per image (kdkeras.augment); with any "
+                        "augmentation the teacher runs online on the student's augmented views")
+    p.add_argument("--mixup", type=float, default=DEFAULT_MIXUP, metavar="STRENGTH",
+                   help="mixup for the students (Beta(STRENGTH, STRENGTH) blend of two images and their "
+                        "one-hot labels; the teacher sees the blends online); 0 turns it off")
+    p.add_argument("--lr-schedule", default="cosine", choices=("cosine", "constant"),
+                   help="learning-rate schedule of every model: cosine decay to 0 over its epochs, or constant")
     p.add_argument("--no-cache", dest="cache", action="store_false",
-                   help="run the teacher online every step instead of caching its logits once")
+                   help="run the teacher online every step instead of caching its logits once "
+                        "(only without augmentation: augmented views always need the online teacher)")
     p.add_argument("--strategy", default="default", choices=("default", "mirrored", "multiworker"),
                    help="tf.distribute strategy: default (one device), mirrored (all local GPUs, "
                         "synchronous), multiworker (several machines; each runs this command "
@@ -106,6 +126,11 @@ def _check_args(args):
         kdkeras.losses.get(args.loss)
     except (ValueError, TypeError) as e:
         raise UserError(str(e)) from None
+    if not (math.isfinite(args.mixup) and args.mixup >= 0):
+        raise UserError(f"--mixup must be a number >= 0 (0 turns it off); received {args.mixup}.")
+    if args.mixup > 0 and kdkeras.losses.takes_labels(kdkeras.losses.get(args.loss)):
+        raise UserError(f"--loss {args.loss} needs each example's hard label, which mixup blends away; "
+                        "pass --mixup 0 or another loss.")
     if not (math.isfinite(args.learning_rate) and args.learning_rate > 0):
         raise UserError(f"--learning-rate must be a positive number; received {args.learning_rate}.")
     if args.resume and args.out is None:
@@ -221,8 +246,12 @@ class _Stages:
         print(f"{_HISTORY_NAMES[key].capitalize()}: finished earlier; loaded {path}")
         return model
 
-    def train(self, key, fit_model, saved_model, data, epochs):
-        """Fits ``fit_model`` for ``epochs`` (continuing from a backup), then saves ``saved_model``."""
+    def train(self, key, fit_model, saved_model, data, epochs, augment=None):
+        """Fits ``fit_model`` for ``epochs`` (continuing from a backup), then saves ``saved_model``.
+
+        ``augment(dataset, initial_step)``, if given, augments the ordered batches
+        (its random numbers depend on the step only, so a resume sees the same views).
+        """
         from kdkeras.callbacks import (
             AtomicBackupAndRestore, NonFiniteLossError, StopOnNonFinite, latest_backup_epoch)
 
@@ -232,7 +261,10 @@ class _Stages:
         done = latest_backup_epoch(backup) if self.args.resume else 0
         # Every epoch's order is a function of (seed, epoch): a resumed run sees the
         # batches that the interrupted run would have seen.
-        data, steps = fixed_epoch_order(data, epochs, self.args.seed, initial_epoch=min(done, epochs - 1))
+        first_epoch = min(done, epochs - 1)
+        data, steps = fixed_epoch_order(data, epochs, self.args.seed, initial_epoch=first_epoch)
+        if augment is not None:
+            data = augment(data, first_epoch * steps)
         data = data.with_options(self.options)
         previous = {}
         if done:
@@ -302,6 +334,13 @@ def _export_table(exported):
     return "## Exported student\n\n" + "\n".join(rows) + "\n\n"
 
 
+def _augment_note(args, mixup):
+    parts = ["shift/rotation"] if args.augment == "affine" else []
+    if mixup and args.mixup > 0:
+        parts.append(f"mixup {args.mixup:g}")
+    return f", augmented: {' + '.join(parts)}" if parts else ""
+
+
 # --------------------------------------------------------------------------- #
 # The job
 # --------------------------------------------------------------------------- #
@@ -355,8 +394,19 @@ def _run(args, strategy, out_dir, is_chief):
     from kdkeras import evaluation, plotting
     from kdkeras.distribute import multiworker_compatible
 
+    # With mixup the training labels are blends of one-hot labels, so every label is
+    # one-hot (the test split too) and the losses and accuracies are categorical.
+    soft_labels = args.mixup > 0
+
     def logits_loss():
+        if soft_labels:
+            return keras.losses.CategoricalCrossentropy(from_logits=True)
         return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def accuracy():
+        if soft_labels:
+            return keras.metrics.CategoricalAccuracy(name="accuracy")
+        return keras.metrics.SparseCategoricalAccuracy(name="accuracy")
 
     # 1. Data -----------------------------------------------------------------
     try:
@@ -377,13 +427,38 @@ def _run(args, strategy, out_dir, is_chief):
     def train_ds():
         return kdkeras.make_dataset(x_train, y_train, args.batch_size, shuffle=True, seed=args.seed)
 
-    test_ds = kdkeras.make_dataset(x_test, y_test, args.batch_size).with_options(options)
+    test_ds = kdkeras.make_dataset(x_test, y_test, args.batch_size)
+    if soft_labels:
+        test_ds = test_ds.map(lambda x, y: (x, kdkeras.augment.one_hot_labels(y, 10)))
+    test_ds = test_ds.with_options(options)
+
+    def augment(mixup):
+        """The training-batch augmentation of a stage (None: no augmentation)."""
+        affine = args.augment == "affine"
+        if not affine and not mixup:
+            return None
+
+        def apply(ds, initial_step):
+            ds = kdkeras.augment.augment(
+                ds, args.seed, max_shift=0.1 if affine else 0.0, max_rotation=10.0 if affine else 0.0,
+                mixup_strength=mixup or None, initial_step=initial_step)
+            if soft_labels and not mixup:  # the teacher: no mixup, but the job's labels are one-hot
+                ds = ds.map(lambda x, y: (x, kdkeras.augment.one_hot_labels(y, 10)))
+            return ds
+
+        return apply
+
+    augmented = augment(args.mixup) is not None
+    steps_per_epoch = -(-len(x_train) // args.batch_size)
     if strategy.num_replicas_in_sync > 1:
         print(f"Strategy: {type(strategy).__name__}, {strategy.num_replicas_in_sync} replicas, "
               f"global batch {args.batch_size}")
     stages = _Stages(args, out_dir, test_ds, options)
 
-    def adam():
+    def adam(epochs):
+        if args.lr_schedule == "cosine":
+            return keras.optimizers.Adam(
+                keras.optimizers.schedules.CosineDecay(args.learning_rate, epochs * steps_per_epoch))
         return keras.optimizers.Adam(args.learning_rate)
 
     # 2. Teacher --------------------------------------------------------------
@@ -398,22 +473,23 @@ def _run(args, strategy, out_dir, is_chief):
     elif stages.finished("teacher"):
         teacher = stages.load("teacher", strategy)
     else:
-        print(f"Teacher: training for {args.teacher_epochs} epochs")
+        print(f"Teacher: training for {args.teacher_epochs} epochs" + _augment_note(args, mixup=False))
         with strategy.scope():
             teacher = multiworker_compatible(kdkeras.build_teacher(seed=args.seed))
-            teacher.compile(optimizer=adam(), loss=logits_loss(), metrics=["accuracy"])
-        stages.train("teacher", teacher, teacher, train_ds(), args.teacher_epochs)
+            teacher.compile(optimizer=adam(args.teacher_epochs), loss=logits_loss(), metrics=[accuracy()])
+        stages.train("teacher", teacher, teacher, train_ds(), args.teacher_epochs, augment(0.0))
 
     # 3. Student from scratch (hard labels only): the baseline ------------------
     keras.utils.set_random_seed(args.seed)
     if stages.finished("scratch"):
         scratch = stages.load("scratch", strategy)
     else:
-        print(f"Scratch student: training for {args.student_epochs} epochs on hard labels")
+        print(f"Scratch student: training for {args.student_epochs} epochs on hard labels"
+              + _augment_note(args, mixup=True))
         with strategy.scope():
             scratch = multiworker_compatible(kdkeras.build_student(seed=args.seed, name="student_scratch"))
-            scratch.compile(optimizer=adam(), loss=logits_loss(), metrics=["accuracy"])
-        stages.train("scratch", scratch, scratch, train_ds(), args.student_epochs)
+            scratch.compile(optimizer=adam(args.student_epochs), loss=logits_loss(), metrics=[accuracy()])
+        stages.train("scratch", scratch, scratch, train_ds(), args.student_epochs, augment(args.mixup))
 
     # 4. The same student, distilled from the teacher ---------------------------
     keras.utils.set_random_seed(args.seed)
@@ -423,23 +499,24 @@ def _run(args, strategy, out_dir, is_chief):
         print(
             f"Distilled student: {args.student_epochs} epochs, loss={args.loss}, "
             f"T={args.temperature:g}, alpha={args.alpha:g}"
-            + (" (teacher logits cached once)" if args.cache else " (online teacher)")
+            + (" (online teacher on the same augmented views" + _augment_note(args, mixup=True) + ")"
+               if augmented else " (teacher logits cached once)" if args.cache else " (online teacher)")
         )
         with strategy.scope():
             student = kdkeras.build_student(seed=args.seed, name="student")
             distiller = kdkeras.Distiller(student=student, teacher=teacher)
             distiller.compile(
-                optimizer=adam(),
-                metrics=["accuracy"],
+                optimizer=adam(args.student_epochs),
+                metrics=[accuracy()],
                 student_loss_fn=logits_loss(),
                 distillation_loss_fn=args.loss,
                 alpha=args.alpha,
                 temperature=args.temperature,
             )
         data = train_ds()
-        if args.cache:
+        if args.cache and not augmented:
             data = kdkeras.cache_teacher_logits(teacher, data, shuffle=True, seed=args.seed)
-        stages.train("distilled", distiller, student, data, args.student_epochs)
+        stages.train("distilled", distiller, student, data, args.student_epochs, augment(args.mixup))
     histories = stages.histories
 
     # 5. Save, compare, plot ------------------------------------------------------
@@ -466,7 +543,9 @@ def _run(args, strategy, out_dir, is_chief):
         f"- date: {meta['date']}\n- data: {data_label} (metrics on the test split)\n"
         f"- teacher epochs: {args.teacher_epochs if not args.teacher else 'loaded: ' + args.teacher}, "
         f"student epochs: {args.student_epochs}, batch size: {args.batch_size}\n"
-        f"- distillation: loss={args.loss}, T={args.temperature:g}, alpha={args.alpha:g}, seed={args.seed}\n\n"
+        f"- distillation: loss={args.loss}, T={args.temperature:g}, alpha={args.alpha:g}, seed={args.seed}\n"
+        f"- augmentation: {args.augment}, mixup: {args.mixup:g} (students; the teacher runs online on "
+        f"their views when augmenting), learning-rate schedule: {args.lr_schedule}\n\n"
         f"{table}\n\n"
         "Size on disk: the .keras file without optimizer state. "
         "Latency: median of 50 single-image forward passes on this machine. "

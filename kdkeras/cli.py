@@ -27,13 +27,15 @@ EXIT_USAGE = 2
 
 # The default recipe ("patient and consistent" distillation; see the README for the
 # measurements behind every number): augmented views shared by teacher and student,
-# long cosine schedules, pure distillation at temperature 1.
-DEFAULT_TEACHER_EPOCHS = 12
-DEFAULT_STUDENT_EPOCHS = 20
+# long cosine schedules, pure distillation (alpha = 0) at temperature 8.
+DEFAULT_TEACHER_EPOCHS = 100
+DEFAULT_STUDENT_EPOCHS = 100
 DEFAULT_TEMPERATURE = 8.0
-DEFAULT_ALPHA = 0.5
-DEFAULT_AUGMENT = "affine"
+DEFAULT_ALPHA = 0.0
+DEFAULT_SHIFT = 0.05
+DEFAULT_ROTATION = 5.0
 DEFAULT_MIXUP = 0.0
+DEFAULT_LEARNING_RATE = 3e-3
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -74,10 +76,12 @@ def build_parser():
                    help="output directory (default: runs/mnist/<timestamp>)")
     p.add_argument("--teacher", default=None, metavar="PATH",
                    help="load a trained teacher from this .keras file instead of training one")
-    p.add_argument("--augment", default=DEFAULT_AUGMENT, choices=("none", "affine"),
-                   help="random augmentation of the training batches for all three models: affine = "
-                        "shift up to 10%% and rotate up to 10 degrees per image (kdkeras.augment); with any "
-                        "augmentation the teacher runs online on the student's augmented views")
+    p.add_argument("--shift", type=float, default=DEFAULT_SHIFT, metavar="FRACTION",
+                   help="random shift of every training image, up to this fraction of its height and "
+                        "width (kdkeras.augment; all three models; 0 turns it off). With any augmentation "
+                        "the teacher runs online on the students' augmented views")
+    p.add_argument("--rotation", type=float, default=DEFAULT_ROTATION, metavar="DEGREES",
+                   help="random rotation of every training image, up to this many degrees (0 turns it off)")
     p.add_argument("--mixup", type=float, default=DEFAULT_MIXUP, metavar="STRENGTH",
                    help="mixup for the students (Beta(STRENGTH, STRENGTH) blend of two images and their "
                         "one-hot labels; the teacher sees the blends online); 0 turns it off")
@@ -90,7 +94,7 @@ def build_parser():
                    help="tf.distribute strategy: default (one device), mirrored (all local GPUs, "
                         "synchronous), multiworker (several machines; each runs this command "
                         "with its TF_CONFIG; the chief (worker 0) writes the outputs)")
-    p.add_argument("--learning-rate", type=float, default=1e-3,
+    p.add_argument("--learning-rate", type=float, default=DEFAULT_LEARNING_RATE,
                    help="Adam learning rate for the teacher and both students")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in --out: finished models are loaded, an "
@@ -126,6 +130,10 @@ def _check_args(args):
         kdkeras.losses.get(args.loss)
     except (ValueError, TypeError) as e:
         raise UserError(str(e)) from None
+    if not (math.isfinite(args.shift) and 0 <= args.shift <= 0.5):
+        raise UserError(f"--shift must be a fraction in [0, 0.5]; received {args.shift}.")
+    if not (math.isfinite(args.rotation) and 0 <= args.rotation <= 180):
+        raise UserError(f"--rotation must be in [0, 180] degrees; received {args.rotation}.")
     if not (math.isfinite(args.mixup) and args.mixup >= 0):
         raise UserError(f"--mixup must be a number >= 0 (0 turns it off); received {args.mixup}.")
     if args.mixup > 0 and kdkeras.losses.takes_labels(kdkeras.losses.get(args.loss)):
@@ -335,7 +343,11 @@ def _export_table(exported):
 
 
 def _augment_note(args, mixup):
-    parts = ["shift/rotation"] if args.augment == "affine" else []
+    parts = []
+    if args.shift:
+        parts.append(f"shift {args.shift:g}")
+    if args.rotation:
+        parts.append(f"rotation {args.rotation:g} deg")
     if mixup and args.mixup > 0:
         parts.append(f"mixup {args.mixup:g}")
     return f", augmented: {' + '.join(parts)}" if parts else ""
@@ -434,13 +446,12 @@ def _run(args, strategy, out_dir, is_chief):
 
     def augment(mixup):
         """The training-batch augmentation of a stage (None: no augmentation)."""
-        affine = args.augment == "affine"
-        if not affine and not mixup:
+        if not (args.shift or args.rotation or mixup):
             return None
 
         def apply(ds, initial_step):
             ds = kdkeras.augment.augment(
-                ds, args.seed, max_shift=0.1 if affine else 0.0, max_rotation=10.0 if affine else 0.0,
+                ds, args.seed, max_shift=args.shift, max_rotation=args.rotation,
                 mixup_strength=mixup or None, initial_step=initial_step)
             if soft_labels and not mixup:  # the teacher: no mixup, but the job's labels are one-hot
                 ds = ds.map(lambda x, y: (x, kdkeras.augment.one_hot_labels(y, 10)))
@@ -499,7 +510,7 @@ def _run(args, strategy, out_dir, is_chief):
         print(
             f"Distilled student: {args.student_epochs} epochs, loss={args.loss}, "
             f"T={args.temperature:g}, alpha={args.alpha:g}"
-            + (" (online teacher on the same augmented views" + _augment_note(args, mixup=True) + ")"
+            + (_augment_note(args, mixup=True) + "; the teacher runs online on the same views"
                if augmented else " (teacher logits cached once)" if args.cache else " (online teacher)")
         )
         with strategy.scope():
@@ -544,8 +555,9 @@ def _run(args, strategy, out_dir, is_chief):
         f"- teacher epochs: {args.teacher_epochs if not args.teacher else 'loaded: ' + args.teacher}, "
         f"student epochs: {args.student_epochs}, batch size: {args.batch_size}\n"
         f"- distillation: loss={args.loss}, T={args.temperature:g}, alpha={args.alpha:g}, seed={args.seed}\n"
-        f"- augmentation: {args.augment}, mixup: {args.mixup:g} (students; the teacher runs online on "
-        f"their views when augmenting), learning-rate schedule: {args.lr_schedule}\n\n"
+        f"- augmentation (training batches): shift {args.shift:g}, rotation {args.rotation:g} degrees (all "
+        f"models), mixup {args.mixup:g} (students); the teacher runs online on the students' views when "
+        f"augmenting; learning rate {args.learning_rate:g}, schedule: {args.lr_schedule}\n\n"
         f"{table}\n\n"
         "Size on disk: the .keras file without optimizer state. "
         "Latency: median of 50 single-image forward passes on this machine. "

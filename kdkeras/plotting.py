@@ -140,6 +140,9 @@ def plot_history(histories, path=None):
         raise ValueError("plot_history needs at least one history; received none.")
     fig = _figure(figsize=(11, 4))
     ax_loss, ax_acc = fig.subplots(1, 2)
+    late_accuracies = []  # accuracies after the first 10 % of epochs: they set the zoom of the panel
+    longest = max((len(v) for h in histories.values() for v in _history_dict(h).values()), default=0)
+    marker = dict(marker="o", ms=3) if longest <= 30 else {}  # markers crowd long runs
     for color, (name, history) in zip(_COLORS * 4, histories.items()):
         hist = _history_dict(history)
         for prefix, style, label in (("", "-", "train"), ("val_", "--", "val")):
@@ -149,12 +152,19 @@ def plot_history(histories, path=None):
                  and (prefix or not k.startswith("val_"))), None)
             if loss_key:
                 epochs = np.arange(1, len(hist[loss_key]) + 1)
-                ax_loss.plot(epochs, hist[loss_key], style, color=color, marker="o", ms=3, label=f"{name} ({label})")
+                ax_loss.plot(epochs, hist[loss_key], style, color=color, label=f"{name} ({label})", **marker)
             if acc_key:
-                epochs = np.arange(1, len(hist[acc_key]) + 1)
-                ax_acc.plot(epochs, hist[acc_key], style, color=color, marker="o", ms=3, label=f"{name} ({label})")
+                values = np.asarray(hist[acc_key], dtype=float)
+                epochs = np.arange(1, len(values) + 1)
+                ax_acc.plot(epochs, values, style, color=color, label=f"{name} ({label})", **marker)
+                late_accuracies.extend(values[len(values) // 10:])
     ax_loss.set(title="Hard-label cross-entropy", xlabel="epoch", ylabel="loss")
     ax_acc.set(title="Accuracy", xlabel="epoch", ylabel="accuracy")
+    finite = [v for v in late_accuracies if np.isfinite(v)]
+    if longest > 30 and finite:  # zoom in on where the runs end; the first epochs go off the bottom
+        low, high = min(finite), max(finite)
+        pad = max(0.005, 0.1 * (high - low))
+        ax_acc.set_ylim(max(0.0, low - pad), min(1.0, high) + pad)
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

@@ -109,7 +109,8 @@ def test_help_documents_every_flag_with_default():
     proc = run_script("--help", timeout=60)
     assert proc.returncode == 0
     for flag in ("--data", "--teacher-epochs", "--student-epochs", "--batch-size", "--temperature",
-                 "--alpha", "--loss", "--seed", "--out", "--teacher"):
+                 "--alpha", "--loss", "--seed", "--out", "--teacher", "--shift", "--rotation", "--mixup",
+                 "--lr-schedule"):
         assert flag in proc.stdout
     assert proc.stdout.count("(default:") >= 10
 
@@ -127,6 +128,11 @@ def test_help_documents_every_flag_with_default():
         (["--seed", "abc"], "abc"),
         (["--strategy", "tpu"], "tpu"),
         (["--strategy", "multiworker"], "TF_CONFIG"),
+        (["--shift", "0.9"], "--shift"),
+        (["--rotation", "-5"], "--rotation"),
+        (["--mixup", "nan"], "--mixup"),
+        (["--mixup", "0.2", "--loss", "dkd"], "mixup"),
+        (["--lr-schedule", "step"], "step"),
     ],
 )
 def test_bad_arguments_exit_non_zero_with_one_line(args, fragment, tmp_path):
@@ -350,3 +356,25 @@ def test_tf_config_that_is_not_an_object_is_one_line(tmp_path):
     proc = subprocess.run([sys.executable, SCRIPT, "--strategy", "multiworker", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=120, env=dict(ENV, TF_CONFIG="[1, 2]"))
     assert proc.returncode == 2 and "TF_CONFIG" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_default_recipe_runs_the_teacher_online_on_augmented_views(finished_run):
+    out, proc = finished_run
+    assert "the teacher runs online on the same views" in proc.stdout
+    args = json.loads((out / "metrics.json").read_text())["run"]["args"]
+    assert args["shift"] > 0 and args["rotation"] > 0 and args["lr_schedule"] == "cosine"
+    assert "augmentation (training batches)" in (out / "report.md").read_text()
+
+
+def test_mixup_run_uses_soft_labels_and_plain_run_caches(tmp_path):
+    proc = run_script("--data", "sample", "--teacher-epochs", "1", "--student-epochs", "1", "--mixup", "0.3",
+                      "--shift", "0", "--rotation", "0", "--verbose", "0", "--out", str(tmp_path / "mix"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "mixup 0.3" in proc.stdout and "the teacher runs online" in proc.stdout
+    models = json.loads((tmp_path / "mix" / "metrics.json").read_text())["models"]
+    assert models["student (distilled)"]["accuracy"] > 0.3  # one epoch on blended images still learns
+    proc = run_script("--data", "sample", "--teacher-epochs", "1", "--student-epochs", "1", "--shift", "0",
+                      "--rotation", "0", "--lr-schedule", "constant", "--verbose", "0",
+                      "--out", str(tmp_path / "plain"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "teacher logits cached once" in proc.stdout

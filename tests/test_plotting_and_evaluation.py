@@ -81,3 +81,20 @@ def test_plot_history_and_soft_targets(trained_teacher, sample_arrays, tmp_path)
     assert heights[0].max() > heights[1].max() > heights[2].max()  # higher T is softer
     with pytest.raises(ValueError, match="-1"):
         plotting.plot_soft_targets(trained_teacher, x, temperatures=(1, -1))
+
+
+def test_long_histories_zoom_the_accuracy_panel_and_drop_markers():
+    from kdkeras import plotting
+
+    epochs = 100
+    rising = list(np.linspace(0.5, 0.97, 10)) + [0.97 + 0.01 * (i % 2) for i in range(epochs - 10)]
+    hist = {"accuracy": rising, "loss": list(np.linspace(2.0, 0.1, epochs)),
+            "val_accuracy": [a - 0.01 for a in rising]}
+    fig = plotting.plot_history({"a": hist, "b": dict(hist)})
+    ax_loss, ax_acc = fig.axes[:2]
+    low, high = ax_acc.get_ylim()
+    assert 0.9 < low < 0.96 and 0.98 <= high <= 1.01  # the ends are readable, the first epochs are cut
+    assert all(line.get_marker() in (None, "None", "") for line in ax_acc.get_lines())
+    short = plotting.plot_history({"a": {k: v[:10] for k, v in hist.items()}})
+    assert short.axes[1].get_ylim()[0] < 0.55  # short runs are shown whole, with markers
+    assert short.axes[1].get_lines()[0].get_marker() == "o"

@@ -446,13 +446,15 @@ def _run(args, strategy, out_dir, is_chief):
 
     def augment(mixup):
         """The training-batch augmentation of a stage (None: no augmentation)."""
-        if not (args.shift or args.rotation or mixup):
+        random_views = bool(args.shift or args.rotation or mixup)
+        if not random_views and not soft_labels:
             return None
 
         def apply(ds, initial_step):
-            ds = kdkeras.augment.augment(
-                ds, args.seed, max_shift=args.shift, max_rotation=args.rotation,
-                mixup_strength=mixup or None, initial_step=initial_step)
+            if random_views:
+                ds = kdkeras.augment.augment(
+                    ds, args.seed, max_shift=args.shift, max_rotation=args.rotation,
+                    mixup_strength=mixup or None, initial_step=initial_step)
             if soft_labels and not mixup:  # the teacher: no mixup, but the job's labels are one-hot
                 ds = ds.map(lambda x, y: (x, kdkeras.augment.one_hot_labels(y, 10)))
             return ds

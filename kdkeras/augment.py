@@ -157,7 +157,9 @@ def augment(dataset, seed, *, max_shift=0.1, max_rotation=10.0, max_zoom=0.0, mi
         initial_step: Index of the first batch of ``dataset`` in the whole run.
 
     Returns:
-        The augmented dataset. With mixup, ``y`` is float32 one-hot mixtures.
+        The augmented dataset. With mixup, ``y`` is float32 one-hot mixtures;
+        sample weights pass through unchanged (a blend keeps the weight of
+        the image it is made from).
 
     Example:
 

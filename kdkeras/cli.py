@@ -27,10 +27,10 @@ EXIT_USAGE = 2
 
 # The default recipe ("patient and consistent" distillation; see the README for the
 # measurements behind every number): augmented views shared by teacher and student,
-# long cosine schedules, pure distillation (alpha = 0) at temperature 8.
+# long cosine schedules, pure distillation (alpha = 0) at temperature 16.
 DEFAULT_TEACHER_EPOCHS = 100
 DEFAULT_STUDENT_EPOCHS = 100
-DEFAULT_TEMPERATURE = 8.0
+DEFAULT_TEMPERATURE = 16.0
 DEFAULT_ALPHA = 0.0
 DEFAULT_SHIFT = 0.05
 DEFAULT_ROTATION = 5.0

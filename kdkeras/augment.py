@@ -35,6 +35,18 @@ def _check_range(name, value, low, high):
         raise ValueError(f"{name} must be a number in [{low}, {high}]; received {value!r}.")
 
 
+def _check_affine(max_shift, max_rotation, max_zoom):
+    _check_range("max_shift", max_shift, 0.0, 1.0)
+    _check_range("max_rotation", max_rotation, 0.0, 180.0)
+    _check_range("max_zoom", max_zoom, 0.0, 0.9)
+
+
+def _check_strength(name, value):
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive number; received {value!r}.")
+
+
 def _affine_matrices(height, width, shift, rotation, zoom):
     """Projective-transform rows mapping output pixel coordinates to input ones.
 
@@ -70,9 +82,7 @@ def random_affine(images, seed, max_shift=0.1, max_rotation=10.0, max_zoom=0.0):
         The transformed images, same shape and dtype; pixels moved in from
         outside the image are 0.
     """
-    _check_range("max_shift", max_shift, 0.0, 1.0)
-    _check_range("max_rotation", max_rotation, 0.0, 180.0)
-    _check_range("max_zoom", max_zoom, 0.0, 0.9)
+    _check_affine(max_shift, max_rotation, max_zoom)
     images = tf.convert_to_tensor(images)
     if images.shape.rank != 4:
         raise ValueError(f"random_affine expects [batch, height, width, channels]; received {images.shape}.")
@@ -116,8 +126,7 @@ def mixup(images, labels, seed, strength=0.2, num_classes=10):
     Returns:
         ``(mixed_images, mixed_soft_labels)``; the labels are float32 ``[batch, num_classes]``.
     """
-    if not (isinstance(strength, (int, float)) and math.isfinite(strength) and strength > 0):
-        raise ValueError(f"mixup strength must be a positive number; received {strength!r}.")
+    _check_strength("mixup strength", strength)
     images = tf.convert_to_tensor(images)
     soft = one_hot_labels(labels, num_classes)
     n = tf.shape(images)[0]
@@ -169,14 +178,10 @@ def augment(dataset, seed, *, max_shift=0.1, max_rotation=10.0, max_zoom=0.0, mi
     distiller.fit(ds, epochs=40, steps_per_epoch=steps)   # teacher online
     ```
     """
+    _check_affine(max_shift, max_rotation, max_zoom)
     use_affine = max_shift > 0 or max_rotation > 0 or max_zoom > 0
-    if use_affine:
-        _check_range("max_shift", max_shift, 0.0, 1.0)
-        _check_range("max_rotation", max_rotation, 0.0, 180.0)
-        _check_range("max_zoom", max_zoom, 0.0, 0.9)
-    if mixup_strength is not None and not (
-            isinstance(mixup_strength, (int, float)) and math.isfinite(mixup_strength) and mixup_strength > 0):
-        raise ValueError(f"mixup_strength must be None or a positive number; received {mixup_strength!r}.")
+    if mixup_strength is not None:
+        _check_strength("mixup_strength (or None)", mixup_strength)
     if not isinstance(initial_step, int) or initial_step < 0:
         raise ValueError(f"initial_step must be a non-negative integer; received {initial_step!r}.")
     base = tf.constant(int(seed), tf.int64)

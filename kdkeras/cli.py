@@ -400,10 +400,12 @@ def make_strategy(name):
 
 def _run(args, strategy, out_dir, is_chief):
     import keras
+    import numpy as np
     import tensorflow as tf
 
     import kdkeras
     from kdkeras import evaluation, plotting
+    from kdkeras.data import NUM_CLASSES
     from kdkeras.distribute import multiworker_compatible
 
     # With mixup the training labels are blends of one-hot labels, so every label is
@@ -436,32 +438,26 @@ def _run(args, strategy, out_dir, is_chief):
     # In-memory arrays cannot be split by file: every worker takes its share of each global batch.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
 
-    def train_ds():
-        return kdkeras.make_dataset(x_train, y_train, args.batch_size, shuffle=True, seed=args.seed)
-
-    test_ds = kdkeras.make_dataset(x_test, y_test, args.batch_size)
+    # Labels as the losses see them (integer, or one-hot with mixup; also for the teacher and
+    # the test split). compare(), the export and the plots use the integer y_test.
+    fit_y_train, fit_y_test = y_train, y_test
     if soft_labels:
-        test_ds = test_ds.map(lambda x, y: (x, kdkeras.augment.one_hot_labels(y, 10)))
-    test_ds = test_ds.with_options(options)
+        fit_y_train, fit_y_test = (np.eye(NUM_CLASSES, dtype="float32")[y] for y in (y_train, y_test))
+
+    def train_ds():
+        return kdkeras.make_dataset(x_train, fit_y_train, args.batch_size, shuffle=True, seed=args.seed)
+
+    test_ds = kdkeras.make_dataset(x_test, fit_y_test, args.batch_size).with_options(options)
 
     def augment(mixup):
         """The training-batch augmentation of a stage (None: no augmentation)."""
-        random_views = bool(args.shift or args.rotation or mixup)
-        if not random_views and not soft_labels:
+        if not (args.shift or args.rotation or mixup):
             return None
+        return lambda ds, initial_step: kdkeras.augment.augment(
+            ds, args.seed, max_shift=args.shift, max_rotation=args.rotation,
+            mixup_strength=mixup or None, num_classes=NUM_CLASSES, initial_step=initial_step)
 
-        def apply(ds, initial_step):
-            if random_views:
-                ds = kdkeras.augment.augment(
-                    ds, args.seed, max_shift=args.shift, max_rotation=args.rotation,
-                    mixup_strength=mixup or None, initial_step=initial_step)
-            if soft_labels and not mixup:  # the teacher: no mixup, but the job's labels are one-hot
-                ds = ds.map(lambda x, y: (x, kdkeras.augment.one_hot_labels(y, 10)))
-            return ds
-
-        return apply
-
-    augmented = augment(args.mixup) is not None
+    augmented = augment(args.mixup) is not None  # the students' views are random: the teacher must run online
     steps_per_epoch = -(-len(x_train) // args.batch_size)
     if strategy.num_replicas_in_sync > 1:
         print(f"Strategy: {type(strategy).__name__}, {strategy.num_replicas_in_sync} replicas, "

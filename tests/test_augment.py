@@ -150,6 +150,8 @@ def test_augment_rejects_bad_arguments():
         A.augment(ds, 0, initial_step=-1)
     with pytest.raises(ValueError, match="max_shift"):
         A.augment(ds, 0, max_shift=2.0)
+    with pytest.raises(ValueError, match="max_shift"):  # checked even when nothing else is on
+        A.augment(ds, 0, max_shift=float("nan"), max_rotation=0.0)
 
 
 def test_online_teacher_sees_the_students_augmented_view():

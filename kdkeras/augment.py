@@ -29,9 +29,12 @@ import tensorflow as tf
 __all__ = ["random_affine", "mixup", "augment", "one_hot_labels"]
 
 
+def _is_finite_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _check_range(name, value, low, high):
-    if not (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value) and low <= value <= high):
+    if not (_is_finite_number(value) and low <= value <= high):
         raise ValueError(f"{name} must be a number in [{low}, {high}]; received {value!r}.")
 
 
@@ -42,8 +45,7 @@ def _check_affine(max_shift, max_rotation, max_zoom):
 
 
 def _check_strength(name, value):
-    if not (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value) and value > 0):
+    if not (_is_finite_number(value) and value > 0):
         raise ValueError(f"{name} must be a positive number; received {value!r}.")
 
 
@@ -65,6 +67,15 @@ def _affine_matrices(height, width, shift, rotation, zoom):
     b2 = cy + sin * ox - cos * oy
     zeros = tf.zeros_like(a0)
     return tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
+
+
+def _apply_transforms(images, transforms):
+    """Samples every image at its transform's input coordinates (bilinear, 0 outside); float32."""
+    shape = tf.shape(images)
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=tf.cast(images, tf.float32), transforms=transforms,
+        output_shape=shape[1:3], fill_value=0.0,
+        interpolation="BILINEAR", fill_mode="CONSTANT")
 
 
 def random_affine(images, seed, max_shift=0.1, max_rotation=10.0, max_zoom=0.0):
@@ -94,11 +105,7 @@ def random_affine(images, seed, max_shift=0.1, max_rotation=10.0, max_zoom=0.0):
     angle = tf.random.stateless_uniform([n], seeds[1], -max_rotation, max_rotation) * (math.pi / 180.0)
     zoom = tf.random.stateless_uniform([n], seeds[2], 1.0 - max_zoom, 1.0 + max_zoom)
     transforms = _affine_matrices(height, width, shift, angle, zoom)
-    out = tf.raw_ops.ImageProjectiveTransformV3(
-        images=tf.cast(images, tf.float32), transforms=transforms,
-        output_shape=tf.stack([height, width]), fill_value=0.0,
-        interpolation="BILINEAR", fill_mode="CONSTANT")
-    return tf.cast(out, images.dtype)
+    return tf.cast(_apply_transforms(images, transforms), images.dtype)
 
 
 def one_hot_labels(labels, num_classes):

@@ -141,10 +141,10 @@ def plot_history(histories, path=None):
     fig = _figure(figsize=(11, 4))
     ax_loss, ax_acc = fig.subplots(1, 2)
     late_accuracies = []  # accuracies after the first 10 % of epochs: they set the zoom of the panel
-    longest = max((len(v) for h in histories.values() for v in _history_dict(h).values()), default=0)
+    hists = {name: _history_dict(history) for name, history in histories.items()}
+    longest = max((len(v) for hist in hists.values() for v in hist.values()), default=0)
     marker = dict(marker="o", ms=3) if longest <= 30 else {}  # markers crowd long runs
-    for color, (name, history) in zip(_COLORS * 4, histories.items()):
-        hist = _history_dict(history)
+    for color, (name, hist) in zip(_COLORS * 4, hists.items()):
         for prefix, style, label in (("", "-", "train"), ("val_", "--", "val")):
             loss_key = _find(hist, prefix + "student_loss", prefix + "loss")
             acc_key = next(

@@ -47,8 +47,9 @@ def standardized_kl(base_temperature):
     from kdkeras.losses import kl_divergence
 
     def zscore(logits):
-        mean, variance = tf.nn.moments(tf.cast(logits, tf.float32), axes=[-1], keepdims=True)
-        return (tf.cast(logits, tf.float32) - mean) / tf.sqrt(variance + 1e-7)
+        logits = tf.cast(logits, tf.float32)
+        mean, variance = tf.nn.moments(logits, axes=[-1], keepdims=True)
+        return (logits - mean) / tf.sqrt(variance + 1e-7)
 
     def loss(teacher_logits, student_logits, temperature):
         del temperature

@@ -7,39 +7,64 @@ The public API::
     student = kdkeras.build_student()
     train_ds, test_ds = kdkeras.load_mnist(source="auto", batch_size=64)
     distiller = kdkeras.Distiller(student=student, teacher=teacher)
+
+Importing kdkeras imports TensorFlow and registers kdkeras' Keras classes (so
+``keras.models.load_model`` finds them), except in the command-line entry
+points, which load it on first use so that ``--help`` answers at once.
 """
 
-from kdkeras import augment, callbacks, losses
-from kdkeras.data import (
-    DatasetUnavailableError,
-    cache_teacher_logits,
-    load_mnist,
-    load_mnist_arrays,
-    make_dataset,
-)
-from kdkeras.distiller import Distiller
-from kdkeras.distribute import multiworker_compatible
-from kdkeras.features import FeatureDistiller
-from kdkeras.mutual import MutualLearning, born_again
-from kdkeras.models import build_cnn, build_student, build_teacher
+import importlib
+import os
+import sys
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-__all__ = [
-    "Distiller",
-    "DatasetUnavailableError",
-    "FeatureDistiller",
-    "MutualLearning",
-    "born_again",
-    "build_cnn",
-    "build_student",
-    "build_teacher",
-    "augment",
-    "callbacks",
-    "cache_teacher_logits",
-    "load_mnist",
-    "load_mnist_arrays",
-    "losses",
-    "make_dataset",
-    "multiworker_compatible",
-]
+# name -> module that defines it
+_EXPORTS = {
+    "Distiller": "kdkeras.distiller",
+    "FeatureDistiller": "kdkeras.features",
+    "MutualLearning": "kdkeras.mutual",
+    "born_again": "kdkeras.mutual",
+    "Recipe": "kdkeras.recipe",
+    "DatasetUnavailableError": "kdkeras.data",
+    "cache_teacher_logits": "kdkeras.data",
+    "load_mnist": "kdkeras.data",
+    "load_mnist_arrays": "kdkeras.data",
+    "make_dataset": "kdkeras.data",
+    "multiworker_compatible": "kdkeras.distribute",
+    "build_cnn": "kdkeras.models",
+    "build_student": "kdkeras.models",
+    "build_teacher": "kdkeras.models",
+}
+_SUBMODULES = ("atomic", "augment", "callbacks", "checks", "data", "distiller", "distribute", "evaluation",
+               "experiment", "export", "features", "losses", "models", "mutual", "plotting", "recipe", "terms")
+# Entry points that parse their arguments before TensorFlow is needed.
+_COMMANDS = ("kdkeras-train-mnist", "train_mnist.py")
+
+__all__ = sorted(_EXPORTS) + ["augment", "callbacks", "data", "evaluation", "experiment", "export", "losses",
+                              "plotting", "terms"]
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"kdkeras.{name}")
+    raise AttributeError(f"module 'kdkeras' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS) | set(_SUBMODULES))
+
+
+def _load_all():
+    for name in _EXPORTS:
+        __getattr__(name)
+    for name in _SUBMODULES:
+        __getattr__(name)
+
+
+if os.path.basename(sys.argv[0] if sys.argv else "") not in _COMMANDS:
+    _load_all()

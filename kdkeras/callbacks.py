@@ -30,7 +30,7 @@ import shutil
 import keras
 
 from kdkeras import losses as _losses
-from kdkeras._atomic import atomic_path
+from kdkeras.atomic import atomic_directory, write_text
 
 __all__ = [
     "AtomicBackupAndRestore",
@@ -283,20 +283,12 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         super().on_train_end(logs)
 
     def _save_model(self):
-        os.makedirs(self.backup_dir, exist_ok=True)
         name = f"epoch-{self._current_epoch:06d}"
-        final = os.path.join(self.backup_dir, name)
-        partial = final + ".partial"
-        for stale in (partial, final):
-            shutil.rmtree(stale, ignore_errors=True)
-        os.makedirs(partial)
-        self.model.save_weights(os.path.join(partial, _WEIGHTS))
-        os.replace(partial, final)
-        with atomic_path(os.path.join(self.backup_dir, _LATEST)) as tmp:
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump({"epoch": self._current_epoch, "directory": name}, f)
-                f.flush()
-                os.fsync(f.fileno())
+        with atomic_directory(os.path.join(self.backup_dir, name)) as tmp:
+            os.makedirs(tmp)
+            self.model.save_weights(os.path.join(tmp, _WEIGHTS))
+        write_text(os.path.join(self.backup_dir, _LATEST),
+                   json.dumps({"epoch": self._current_epoch, "directory": name}))
         for entry in os.listdir(self.backup_dir):
             if entry.startswith("epoch-") and entry != name:
                 shutil.rmtree(os.path.join(self.backup_dir, entry), ignore_errors=True)

@@ -13,11 +13,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kdkeras.data import split_cached_inputs
+from kdkeras.distiller import split_cached_inputs
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["compare", "macro_f1", "format_table", "METRIC_LABELS"]
+__all__ = ["accuracy", "compare", "macro_f1", "format_table", "METRIC_LABELS"]
 
 #: Column headers for :func:`format_table`, in order.
 METRIC_LABELS = {
@@ -29,6 +29,21 @@ METRIC_LABELS = {
     "agreement": "agreement w/ teacher",
     "mean_kl_to_teacher": "KL to teacher",
 }
+
+
+def accuracy(model_or_logits, x=None, y=None, batch_size=256):
+    """Top-1 accuracy of a model on ``(x, y)``, or of logits against ``y`` (``accuracy(logits, y=y)``).
+
+    Labels may be integers or one-hot rows.
+    """
+    if isinstance(model_or_logits, keras.Model):
+        logits = model_or_logits.predict(x, batch_size=batch_size, verbose=0)
+    else:
+        logits = model_or_logits
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[-1] > 1:
+        y = y.argmax(-1)
+    return float(np.mean(np.argmax(np.asarray(logits), -1) == y.reshape(-1)))
 
 
 def macro_f1(y_true, y_pred, num_classes):
@@ -151,7 +166,7 @@ def compare(models, data, teacher=None, batch_size=256, latency_repeats=50):
         num_classes = logits.shape[-1]
         pred = logits.argmax(-1)
         entry = {
-            "accuracy": float(np.mean(pred == y)),
+            "accuracy": accuracy(logits, y=y),
             "macro_f1": macro_f1(y, pred, num_classes),
             "parameters": int(model.count_params()),
             "bytes_on_disk": int(_deployable_size(model)),

@@ -26,34 +26,20 @@ not to add a dependency (the warning is silenced here).
 """
 
 import os
-import shutil
-import tempfile
 import time
 import warnings
 
 import numpy as np
 import tensorflow as tf
 
-from kdkeras._atomic import atomic_path
+from kdkeras.atomic import atomic_directory, atomic_path
 
 __all__ = ["export_student", "tflite_predict", "tflite_latency_ms", "to_tflite"]
 
 
 def _saved_model(model, path):
-    parent = os.path.dirname(os.path.abspath(path))
-    tmp = tempfile.mkdtemp(prefix=".saved_model.tmp-", dir=parent)
-    try:
-        target = os.path.join(tmp, "model")
-        model.export(target, format="tf_saved_model", verbose=False)
-        old = None
-        if os.path.exists(path):
-            old = tempfile.mkdtemp(prefix=".saved_model.old-", dir=parent)
-            os.replace(path, os.path.join(old, "model"))
-        os.replace(target, path)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with atomic_directory(path) as tmp:
+        model.export(tmp, format="tf_saved_model", verbose=False)
 
 
 def to_tflite(saved_model_dir, quantize=False):

@@ -29,47 +29,14 @@ distiller.fit(train_ds, epochs=10)       # the teacher runs online
 ```
 """
 
-import contextlib
-
 import keras
 import tensorflow as tf
 
+from kdkeras import checks
 from kdkeras.distiller import Distiller
+from kdkeras.terms import LossTerm, capture_outputs
 
-__all__ = ["FeatureDistiller", "rkd_angle", "rkd_distance", "capture_outputs"]
-
-
-# --------------------------------------------------------------------------- #
-# Capturing layer outputs
-# --------------------------------------------------------------------------- #
-@contextlib.contextmanager
-def capture_outputs(layers):
-    """Records the outputs of ``layers`` (``{key: layer}``) while the block runs a model.
-
-    Yields a dict that is filled with ``{key: output}`` as the layers are called.
-    The layers are restored when the block ends.
-    """
-    outputs = {}
-    keys_of = {}
-    for key, layer in layers.items():  # one layer may serve several keys (a hint and RKD)
-        keys_of.setdefault(id(layer), (layer, []))[1].append(key)
-    patched = []
-    for layer, keys in keys_of.values():
-        original = layer.call
-
-        def call(*args, _original=original, _keys=tuple(keys), **kwargs):
-            result = _original(*args, **kwargs)
-            for key in _keys:
-                outputs[key] = result
-            return result
-
-        object.__setattr__(layer, "call", call)
-        patched.append(layer)
-    try:
-        yield outputs
-    finally:
-        for layer in patched:
-            object.__delattr__(layer, "call")
+__all__ = ["FeatureDistiller", "HintLoss", "RelationLoss", "rkd_angle", "rkd_distance", "capture_outputs"]
 
 
 def _find_layer(model, layer, role):
@@ -167,6 +134,61 @@ class _HintAdapter(keras.layers.Layer):
 
 
 # --------------------------------------------------------------------------- #
+# The loss terms
+# --------------------------------------------------------------------------- #
+class HintLoss(LossTerm):
+    """FitNets hints: per example, the summed MSE between adapted student features and teacher features.
+
+    Args:
+        pairs: ``[(student_layer, teacher_layer), ...]``.
+        adapters: One layer per pair, mapping the student's feature onto the teacher's shape.
+        name, weight: As in :class:`kdkeras.terms.LossTerm`.
+    """
+
+    def __init__(self, pairs, adapters, name="hint_loss", weight=1.0):
+        super().__init__(name, weight)
+        self.student_layers = {i: s for i, (s, _) in enumerate(pairs)}
+        self.teacher_layers = {i: t for i, (_, t) in enumerate(pairs)}
+        self.adapters = list(adapters)
+
+    def call(self, batch):
+        student, teacher = batch.student_features[self.name], batch.teacher_features[self.name]
+        per_hint = []
+        for i, adapter in enumerate(self.adapters):
+            mapped = adapter(student[i])
+            per_hint.append(tf.reduce_mean(tf.reshape(tf.square(mapped - teacher[i]), [tf.shape(mapped)[0], -1]),
+                                           axis=-1))
+        return tf.add_n(per_hint)
+
+
+class RelationLoss(LossTerm):
+    """RKD: ``distance_weight * rkd_distance + angle_weight * rkd_angle`` of two layers' embeddings.
+
+    A batch-level term (relations between the examples of a batch).
+
+    Args:
+        student_layer, teacher_layer: The layers whose outputs are the embeddings.
+        distance_weight: Weight of the distance loss (25 in the paper).
+        angle_weight: Weight of the angle loss (50 in the paper).
+        name, weight: As in :class:`kdkeras.terms.LossTerm`.
+    """
+
+    per_example = False
+
+    def __init__(self, student_layer, teacher_layer, distance_weight=25.0, angle_weight=50.0, name="rkd_loss",
+                 weight=1.0):
+        super().__init__(name, weight)
+        self.student_layers = {"embedding": student_layer}
+        self.teacher_layers = {"embedding": teacher_layer}
+        self.distance_weight, self.angle_weight = distance_weight, angle_weight
+
+    def call(self, batch):
+        t_emb = batch.teacher_features[self.name]["embedding"]
+        s_emb = batch.student_features[self.name]["embedding"]
+        return self.distance_weight * rkd_distance(t_emb, s_emb) + self.angle_weight * rkd_angle(t_emb, s_emb)
+
+
+# --------------------------------------------------------------------------- #
 # The distiller
 # --------------------------------------------------------------------------- #
 @keras.saving.register_keras_serializable(package="kdkeras")
@@ -209,40 +231,38 @@ class FeatureDistiller(Distiller):
         self.rkd_angle_weight = float(rkd_angle_weight)
         self._hint_spec = [(self._layer_name(s), self._layer_name(t)) for s, t in hints]
         self._relation_spec = None if relation is None else tuple(self._layer_name(v) for v in relation)
-        self._student_layers, self._teacher_layers = {}, {}
-        for i, (s_layer, t_layer) in enumerate(hints):
-            self._student_layers[f"hint{i}"] = _find_layer(student, s_layer, "student")
-            self._teacher_layers[f"hint{i}"] = _find_layer(teacher, t_layer, "teacher")
+        pairs = [(_find_layer(student, s, "student"), _find_layer(teacher, t, "teacher")) for s, t in hints]
+        shapes = self._feature_shapes(pairs, input_shape)
+        self.adapters = [_HintAdapter(s_shape, t_shape, name=f"hint_adapter_{i}")
+                         for i, (s_shape, t_shape) in enumerate(shapes)]
+        if pairs:
+            self.add_loss_term(HintLoss(pairs, self.adapters, weight=self.hint_weight))
         if relation is not None:
-            self._student_layers["relation"] = _find_layer(student, relation[0], "student")
-            self._teacher_layers["relation"] = _find_layer(teacher, relation[1], "teacher")
-        s_shapes, t_shapes = self._feature_shapes(input_shape)
-        self.adapters = [
-            _HintAdapter(s_shapes[f"hint{i}"], t_shapes[f"hint{i}"], name=f"hint_adapter_{i}")
-            for i in range(len(hints))
-        ]
-        self.hint_loss_tracker = keras.metrics.Mean(name="hint_loss")
-        self.rkd_loss_tracker = keras.metrics.Mean(name="rkd_loss")
+            self.add_loss_term(RelationLoss(_find_layer(student, relation[0], "student"),
+                                            _find_layer(teacher, relation[1], "teacher"),
+                                            self.rkd_distance_weight, self.rkd_angle_weight))
 
     @staticmethod
     def _layer_name(layer):
         return layer.name if isinstance(layer, keras.layers.Layer) else layer
 
-    def _feature_shapes(self, input_shape):
+    def _feature_shapes(self, pairs, input_shape):
+        """The output shapes (no batch axis) of each (student layer, teacher layer) pair."""
+        if not pairs:
+            return []
         if input_shape is None:
-            input_shape = self._expected_input_shape()
+            input_shape = checks.expected_input_shape(self.student)
         if input_shape is None or any(d is None for d in input_shape):
             raise ValueError(
                 "FeatureDistiller needs the input shape to measure the feature shapes; the student "
                 f"{self.student.name!r} does not say it. Pass input_shape=(28, 28, 1) or similar."
             )
         probe = tf.zeros((2,) + tuple(input_shape))
-        with capture_outputs(self._student_layers) as s_out:
+        with capture_outputs({i: s for i, (s, _) in enumerate(pairs)}) as s_out:
             self.student(probe, training=False)
-        with capture_outputs(self._teacher_layers) as t_out:
+        with capture_outputs({i: t for i, (_, t) in enumerate(pairs)}) as t_out:
             self.teacher(probe, training=False)
-        return ({k: tuple(v.shape[1:]) for k, v in s_out.items()},
-                {k: tuple(v.shape[1:]) for k, v in t_out.items()})
+        return [(tuple(s_out[i].shape[1:]), tuple(t_out[i].shape[1:])) for i in range(len(pairs))]
 
     def get_config(self):
         config = super().get_config()
@@ -255,55 +275,3 @@ class FeatureDistiller(Distiller):
         )
         return config
 
-    # Forward passes with capture -------------------------------------------------
-    def _teacher_forward(self, x, cached):
-        if cached is not None:
-            raise ValueError(
-                "FeatureDistiller needs the teacher's intermediate features, which cached teacher "
-                "logits do not carry: train on the plain dataset (the teacher then runs online)."
-            )
-        with capture_outputs(self._teacher_layers) as features:
-            logits = self.teacher(x, training=False)
-        features = {k: tf.stop_gradient(tf.cast(v, tf.float32)) for k, v in features.items()}
-        return tf.stop_gradient(tf.cast(logits, tf.float32)), features
-
-    def _student_forward(self, x, training):
-        with capture_outputs(self._student_layers) as features:
-            logits = self.student(x, training=training)
-        return logits, dict(features)
-
-    def _auxiliary_loss(self, teacher_features, student_features, local_n):
-        global_n = self._global_batch_size(local_n)
-        share = local_n / global_n  # this replica's share of the global batch
-        hint_sum = 0.0
-        for i, adapter in enumerate(self.adapters):
-            key = f"hint{i}"
-            mapped = adapter(student_features[key])
-            per_example = tf.reduce_mean(
-                tf.reshape(tf.square(mapped - teacher_features[key]), [tf.shape(mapped)[0], -1]), axis=-1
-            )
-            hint_sum += tf.reduce_sum(per_example)
-        hint_mean = hint_sum / tf.maximum(local_n, 1.0)
-        rkd = 0.0
-        if self._relation_spec is not None:
-            t_emb, s_emb = teacher_features["relation"], student_features["relation"]
-            rkd = (self.rkd_distance_weight * rkd_distance(t_emb, s_emb)
-                   + self.rkd_angle_weight * rkd_angle(t_emb, s_emb))
-        # RKD is a batch-level mean: weighting it by this replica's share makes the
-        # cross-replica sum of gradients that of the example-weighted mean.
-        gradient_term = self.hint_weight * hint_sum / global_n + rkd * share
-        weighted_mean = self.hint_weight * hint_mean + rkd
-        updates = []
-        if self.adapters:
-            updates.append((self.hint_loss_tracker, hint_mean))
-        if self._relation_spec is not None:
-            updates.append((self.rkd_loss_tracker, rkd))
-        return gradient_term, weighted_mean, updates
-
-    def _auxiliary_trackers(self):
-        trackers = []
-        if getattr(self, "adapters", None):
-            trackers.append(self.hint_loss_tracker)
-        if getattr(self, "_relation_spec", None) is not None:
-            trackers.append(self.rkd_loss_tracker)
-        return trackers

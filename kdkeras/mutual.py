@@ -19,23 +19,52 @@ best = mutual.students[0]     # any student is a plain Keras model
 import keras
 import tensorflow as tf
 
+from kdkeras import checks
 from kdkeras import distribute as _distribute
 from kdkeras import losses as losses_module
-from kdkeras.data import split_cached_inputs
-from kdkeras.distiller import Distiller, _output_dim, per_example_loss
+from kdkeras.distiller import Distiller, SoftTargetVariables, split_cached_inputs
+from kdkeras.terms import DistillationBatch, LossTerm, SoftTargetLoss, StudentLoss, reduce_terms
 
-__all__ = ["MutualLearning", "born_again"]
+__all__ = ["MutualLearning", "PeerDistillation", "born_again"]
+
+#: ``compile``'s defaults for mutual learning (the paper trains with equal weights at T = 1).
+DEFAULT_ALPHA = 0.5
+DEFAULT_TEMPERATURE = 1.0
+
+
+class PeerDistillation(LossTerm):
+    """The mean distillation loss from every peer's logits to one student's, per example.
+
+    ``batch.teacher_logits`` holds the list of the peers' logits (constants for
+    this student). Each peer's loss is the :class:`kdkeras.terms.SoftTargetLoss`.
+
+    Args:
+        soft_target: The :class:`~kdkeras.terms.SoftTargetLoss` to apply per peer.
+        name, weight: As in :class:`kdkeras.terms.LossTerm`.
+    """
+
+    def __init__(self, soft_target, name="peer_loss", weight=1.0):
+        super().__init__(name, weight)
+        self.soft_target = soft_target
+
+    def call(self, batch):
+        peers = [self.soft_target(batch._replace(teacher_logits=z)) for z in batch.teacher_logits]
+        return tf.add_n(peers) / float(len(peers))
 
 
 @keras.saving.register_keras_serializable(package="kdkeras")
-class MutualLearning(keras.Model):
+class MutualLearning(SoftTargetVariables, keras.Model):
     """Deep mutual learning: several students teach each other while they train.
 
     Student ``k`` minimises ``alpha * CE(y, z_k) + (1 - alpha) * mean_{j != k}
     D(z_j, z_k, T)``, where ``D`` is the distillation loss (``T**2 * KL(p_j ||
     p_k)`` by default) and the peers' predictions ``z_j`` are constants for
     student ``k`` (as in the paper, where each network treats the others'
-    posteriors as targets). All students are updated in the same step.
+    posteriors as targets). All students are updated in the same step. Each
+    student's loss is composed of the same terms as the Distiller's
+    (:class:`kdkeras.terms.StudentLoss` and :class:`PeerDistillation`), and
+    temperature and alpha live in variables, so
+    :class:`kdkeras.callbacks.DistillationSchedule` works here too.
 
     ``call``/``predict`` return the first student's logits; the compiled
     metrics are computed on it, and every student's accuracy is reported as
@@ -52,13 +81,14 @@ class MutualLearning(keras.Model):
             raise ValueError(
                 f"MutualLearning needs a list of at least two keras.Model students; received {students!r}."
             )
-        dims = {_output_dim(s) for s in students}
+        dims = {checks.output_dim(s) for s in students}
         if len(dims) > 1:
             raise ValueError(f"The students' output sizes differ: {sorted(map(str, dims))}; they must match.")
         self.students = students
+        self._create_soft_target_variables(DEFAULT_TEMPERATURE, DEFAULT_ALPHA)
         self.student_loss_fn = None
         self.distillation_loss_fn = None
-        self.alpha = self.temperature = None
+        self._terms = None
         self.accuracy_trackers = [keras.metrics.Mean(name=f"student_{k}_accuracy") for k in range(len(students))]
         self.total_tracker = keras.metrics.Mean(name="loss")
         if all(s.built for s in students):
@@ -75,57 +105,61 @@ class MutualLearning(keras.Model):
         return cls(students=students, **config)
 
     def compile(self, optimizer="adam", metrics=None, student_loss_fn=None, distillation_loss_fn="kl",
-                alpha=0.5, temperature=1.0, **kwargs):
+                alpha=DEFAULT_ALPHA, temperature=DEFAULT_TEMPERATURE, **kwargs):
         """Configures training; the arguments mean what they mean in ``Distiller.compile``."""
-        self.alpha = losses_module.check_alpha(alpha)
-        self.temperature = losses_module.check_temperature(temperature)
-        self.student_loss_fn = Distiller._resolve_student_loss(student_loss_fn)
+        alpha = losses_module.check_alpha(alpha)
+        temperature = losses_module.check_temperature(temperature)
+        self.student_loss_fn = checks.resolve_student_loss(student_loss_fn)
         self.distillation_loss_fn = losses_module.get(distillation_loss_fn)
+        soft = SoftTargetLoss(self.distillation_loss_fn, lambda: self.temperature_variable)
+        self._terms = [StudentLoss(self.student_loss_fn, weight=self._hard_weight),
+                       PeerDistillation(soft, weight=self._soft_weight)]
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
+        self.temperature_variable.assign(temperature)
+        self.alpha_variable.assign(alpha)
 
     def call(self, inputs, training=None):
         inputs, _ = split_cached_inputs(inputs)
         return self.students[0](inputs, training=training)
 
     def _mutual_losses(self, x, y, sample_weight, training):
-        if self.distillation_loss_fn is None:
+        """Every student's logits and the summed loss terms of all students."""
+        if self._terms is None:
             raise RuntimeError("Call MutualLearning.compile() before fit() or evaluate().")
         x, _ = split_cached_inputs(x)
         logits = [tf.cast(s(x, training=training), tf.float32) for s in self.students]
-        local_n = tf.cast(tf.shape(logits[0])[0], tf.float32)
-        w = tf.ones_like(logits[0][:, 0]) if sample_weight is None else tf.reshape(
-            tf.cast(sample_weight, tf.float32), [-1])
         per_student = []
         for k, z_k in enumerate(logits):
-            hard = per_example_loss(self.student_loss_fn, y, z_k)
-            peers = [self.distillation_loss_fn(tf.stop_gradient(z_j), z_k, self.temperature)
-                     for j, z_j in enumerate(logits) if j != k]
-            soft = tf.add_n(peers) / float(len(peers))
-            per_student.append(tf.reduce_sum(w * (self.alpha * hard + (1.0 - self.alpha) * soft)))
-        total_sum = tf.add_n(per_student)
-        return logits, total_sum, local_n, w
+            peers = [tf.stop_gradient(z_j) for j, z_j in enumerate(logits) if j != k]
+            per_student.append(reduce_terms(self._terms, DistillationBatch(y, sample_weight, peers, z_k)))
+        return logits, per_student
 
-    def _update(self, y, logits, total_sum, local_n, w):
-        self.total_tracker.update_state(total_sum / tf.maximum(local_n, 1.0), sample_weight=local_n)
+    def _update(self, y, logits, per_student):
+        local_n = per_student[0].local_n
+        total = tf.add_n([values.total for values in per_student])
+        self.total_tracker.update_state(total, sample_weight=local_n)
         labels = tf.reshape(tf.cast(y, tf.int64), [-1])
         for tracker, z in zip(self.accuracy_trackers, logits):
-            tracker.update_state(tf.cast(tf.equal(tf.argmax(z, -1), labels), tf.float32), sample_weight=w)
+            tracker.update_state(tf.cast(tf.equal(tf.argmax(z, -1), labels), tf.float32),
+                                 sample_weight=per_student[0].example_weights)
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
-            logits, total_sum, local_n, w = self._mutual_losses(x, y, sample_weight, training=True)
-            loss = total_sum / _distribute.global_batch_size(local_n)
+            # Forward pass of every student, and each student's loss against the others
+            logits, per_student = self._mutual_losses(x, y, sample_weight, training=True)
+            loss = tf.add_n([values.gradient_loss for values in per_student])
             scaled = self.optimizer.scale_loss(loss)
+        # Compute gradients and update every student's weights
         variables = self.trainable_variables
         self.optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
-        self._update(y, logits, total_sum, local_n, w)
+        self._update(y, logits, per_student)
         return _distribute.reducible_logs(self.compute_metrics(x, y, logits[0], sample_weight))
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        logits, total_sum, local_n, w = self._mutual_losses(x, y, sample_weight, training=False)
-        self._update(y, logits, total_sum, local_n, w)
+        logits, per_student = self._mutual_losses(x, y, sample_weight, training=False)
+        self._update(y, logits, per_student)
         return _distribute.reducible_logs(self.compute_metrics(x, y, logits[0], sample_weight))
 
     @property

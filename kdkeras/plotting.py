@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 
-from kdkeras._atomic import atomic_path
+from kdkeras.atomic import atomic_path
 
 __all__ = ["plot_predictions", "plot_history", "plot_soft_targets", "save_figure"]
 

@@ -261,7 +261,7 @@ def main(argv=None):
             with open(args.out, encoding="utf-8") as f:
                 old = f.read()
             previous = old[len(intro):] if old.startswith(intro) else ""
-        from kdkeras._atomic import atomic_path
+        from kdkeras.atomic import atomic_path
 
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with atomic_path(args.out) as tmp, open(tmp, "w", encoding="utf-8") as f:

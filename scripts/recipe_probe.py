@@ -15,9 +15,10 @@ variant costs one student's training instead of a whole main job:
   logit scale. It lives here, not in ``kdkeras.losses``, because it did not help
   the recipe on the bundled sample (README, "Results").
 
-With the main job's defaults and that run's teacher, ``--student distilled``
+It trains through the same :mod:`kdkeras.experiment` stages as the main job,
+so with the main job's defaults and that run's teacher, ``--student distilled``
 gives the main job's distilled student and ``--student scratch`` its scratch
-student (same accuracy; checked on seeds 0 to 2 of the bundled sample).
+student, weight for weight (a test checks it).
 
     python scripts/train_mnist.py --data sample --seed 0 --out runs/s0
     python scripts/recipe_probe.py --teacher runs/s0/teacher.keras --seed 0                 # the recipe
@@ -28,11 +29,8 @@ student (same accuracy; checked on seeds 0 to 2 of the bundled sample).
 import argparse
 import json
 import os
-import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
@@ -81,58 +79,49 @@ def load_teacher(paths):
 
 
 def main(argv=None):
-    from kdkeras import cli
+    from kdkeras.recipe import Recipe
 
+    defaults = Recipe()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--teacher", nargs="+", required=True, metavar="PATH",
                    help=".keras teacher(s); several make an ensemble (mean logits)")
     p.add_argument("--student", default="distilled", choices=("distilled", "scratch"))
     p.add_argument("--data", default="sample", help="as in train_mnist.py")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, default=cli.DEFAULT_STUDENT_EPOCHS)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--loss", default="kl", help="a registered loss name, or kl_standardized")
-    p.add_argument("--temperature", type=float, default=cli.DEFAULT_TEMPERATURE)
-    p.add_argument("--alpha", type=float, default=cli.DEFAULT_ALPHA)
-    p.add_argument("--shift", type=float, default=cli.DEFAULT_SHIFT)
-    p.add_argument("--rotation", type=float, default=cli.DEFAULT_ROTATION)
-    p.add_argument("--learning-rate", type=float, default=cli.DEFAULT_LEARNING_RATE)
+    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--epochs", type=int, default=defaults.student_epochs)
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    p.add_argument("--loss", default=defaults.loss, help="a registered loss name, or kl_standardized")
+    p.add_argument("--temperature", type=float, default=defaults.temperature)
+    p.add_argument("--alpha", type=float, default=defaults.alpha)
+    p.add_argument("--shift", type=float, default=defaults.shift)
+    p.add_argument("--rotation", type=float, default=defaults.rotation)
+    p.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    p.add_argument("--out", default=None, help="also save the student to this .keras path")
     args = p.parse_args(argv)
 
-    import keras
-    import numpy as np
-
     import kdkeras
-    from kdkeras.data import NUM_CLASSES, fixed_epoch_order
+    from kdkeras import experiment
+    from kdkeras.evaluation import accuracy
 
+    recipe = Recipe(student_epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                    loss="kl" if args.loss == "kl_standardized" else args.loss, temperature=args.temperature,
+                    alpha=args.alpha, shift=args.shift, rotation=args.rotation, seed=args.seed)
     (x_train, y_train), (x_test, y_test) = kdkeras.load_mnist_arrays(args.data)
     teacher = load_teacher(args.teacher)
     start = time.perf_counter()
-    keras.utils.set_random_seed(args.seed)  # as the main job does before each stage
-    data = kdkeras.make_dataset(x_train, y_train, args.batch_size, shuffle=True, seed=args.seed)
-    data, steps = fixed_epoch_order(data, args.epochs, args.seed)
-    if args.shift or args.rotation:
-        data = kdkeras.augment.augment(data, args.seed, max_shift=args.shift, max_rotation=args.rotation,
-                                       num_classes=NUM_CLASSES, initial_step=0)
-    optimizer = keras.optimizers.Adam(
-        keras.optimizers.schedules.CosineDecay(args.learning_rate, args.epochs * steps))
-    hard_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    import keras
+
+    keras.utils.set_random_seed(args.seed)  # as the main job does before building each model
     if args.student == "scratch":
         student = kdkeras.build_student(seed=args.seed, name="student_scratch")
-        student.compile(optimizer=optimizer, loss=hard_loss)
-        student.fit(data, epochs=args.epochs, steps_per_epoch=steps, verbose=0)
+        experiment.train_scratch(student, (x_train, y_train), recipe, verbose=0)
     else:
         student = kdkeras.build_student(seed=args.seed, name="student")
-        distiller = kdkeras.Distiller(student=student, teacher=teacher)
-        loss = standardized_kl(args.temperature) if args.loss == "kl_standardized" else args.loss
-        distiller.compile(optimizer=optimizer, student_loss_fn=hard_loss, distillation_loss_fn=loss,
-                          alpha=args.alpha, temperature=args.temperature)
-        distiller.fit(data, epochs=args.epochs, steps_per_epoch=steps, verbose=0)
-
-    def accuracy(model, x, y):
-        return float(np.mean(np.argmax(model.predict(x, verbose=0), axis=-1) == y))
-
+        loss = standardized_kl(args.temperature) if args.loss == "kl_standardized" else None
+        experiment.distil(student, teacher, (x_train, y_train), recipe, verbose=0, distillation_loss_fn=loss)
+    if args.out:
+        student.save(args.out)
     result = {
         "student": args.student, "seed": args.seed, "teachers": args.teacher, "loss": args.loss,
         "temperature": args.temperature, "alpha": args.alpha, "shift": args.shift, "rotation": args.rotation,

@@ -116,7 +116,7 @@ def main(argv=None):
         print(text)
     else:
         sys.path.insert(0, ROOT)
-        from kdkeras._atomic import atomic_path
+        from kdkeras.atomic import atomic_path
 
         with atomic_path(args.out) as tmp_path:
             with open(tmp_path, "w", encoding="utf-8") as f:

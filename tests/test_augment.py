@@ -120,11 +120,11 @@ def test_mixup_lambda_follows_beta():
 
 def test_augment_depends_on_step_only_so_a_resume_sees_the_same_views():
     (x, y), _ = kdkeras.load_mnist_arrays("sample")
-    base = kdkeras.make_dataset(x[:640], y[:640], 64, shuffle=True, seed=3)
-    full, steps = fixed_epoch_order(base, 3, seed=3)
+    base = (x[:640], y[:640])
+    full, steps = fixed_epoch_order(base, 64, 3, seed=3)
     full = [b for b in A.augment(full, 5, mixup_strength=0.2)]
-    again = [b for b in A.augment(fixed_epoch_order(base, 3, seed=3)[0], 5, mixup_strength=0.2)]
-    resumed, _ = fixed_epoch_order(base, 3, seed=3, initial_epoch=2)
+    again = [b for b in A.augment(fixed_epoch_order(base, 64, 3, seed=3)[0], 5, mixup_strength=0.2)]
+    resumed, _ = fixed_epoch_order(base, 64, 3, seed=3, initial_epoch=2)
     resumed = [b for b in A.augment(resumed, 5, mixup_strength=0.2, initial_step=2 * steps)]
     assert len(full) == 3 * steps and len(resumed) == steps
     for a, b in zip(full, again):

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 import kdkeras
-from kdkeras import data
+from kdkeras.data import mnist as data
 
 
 def test_bundled_sample_split_is_stratified_and_deterministic():

@@ -186,8 +186,9 @@ def test_mixed_precision_losses_in_float32(policy, small_batch):
         assert isinstance(d.optimizer, keras.optimizers.LossScaleOptimizer)
     assert d.student(x[:2]).dtype != tf.float32  # the student computes in half precision
     t_logits = teacher(x[:8])
-    grad_loss, means, _, _ = d._distillation_losses(y[:8], d.student(x[:8]), tf.cast(t_logits, "float32"), None)
-    assert grad_loss.dtype == tf.float32 and all(m.dtype == tf.float32 for m in means)
+    batch = kdkeras.terms.DistillationBatch(y[:8], None, tf.cast(t_logits, "float32"), d.student(x[:8]))
+    values = d.compute_losses(batch)
+    assert values.gradient_loss.dtype == tf.float32 and all(m.dtype == tf.float32 for m in values.means)
     h = d.fit(x, y, batch_size=32, epochs=2, verbose=0)
     assert np.all(np.isfinite(h.history["loss"]))
     assert d.student.trainable_variables[0].dtype == "float32"  # float32 master weights
@@ -266,7 +267,7 @@ def test_cache_on_disk_holds_the_same_batches_and_trains_the_same(trained_teache
 def test_cache_of_any_dataset_equals_cache_of_a_make_dataset_pipeline(trained_teacher, sample_arrays):
     (x, y), _ = sample_arrays
     x, y = x[:150], y[:150]
-    fast = kdkeras.cache_teacher_logits(trained_teacher, kdkeras.make_dataset(x, y, 64), shuffle=False)
+    fast = kdkeras.cache_teacher_logits(trained_teacher, (x, y), shuffle=False)
     plain = tf.data.Dataset.from_tensor_slices((x, y)).batch(64).map(lambda a, b: (a, b))  # not ours
     generic = kdkeras.cache_teacher_logits(trained_teacher, plain, shuffle=False)
     n = 0

@@ -37,13 +37,13 @@ class CrashAt(keras.callbacks.Callback):
 
 
 def fixed_order(data, seed, initial_epoch=0):
-    return kdkeras.data.fixed_epoch_order(data, EPOCHS, seed, initial_epoch=initial_epoch)
+    return kdkeras.data.fixed_epoch_order(data, 64, EPOCHS, seed, initial_epoch=initial_epoch)
 
 
 @pytest.fixture(scope="module")
 def data(sample_arrays):
     (x, y), _ = sample_arrays
-    return kdkeras.make_dataset(x[:640], y[:640], 64, shuffle=True, seed=5)
+    return x[:640], y[:640]
 
 
 @pytest.mark.parametrize("backup_cls", [keras.callbacks.BackupAndRestore, AtomicBackupAndRestore])
@@ -89,10 +89,10 @@ def test_backup_and_restore_resumes_where_the_run_stopped(backup_cls, trained_te
 
 def test_fixed_epoch_order_is_a_function_of_seed_and_epoch(sample_arrays):
     (x, y), _ = sample_arrays
-    base = kdkeras.make_dataset(x[:200], np.arange(200), 50, shuffle=True, seed=0)
+    base = (x[:200], np.arange(200))
 
     def epochs(initial):
-        ds, steps = kdkeras.data.fixed_epoch_order(base, 3, seed=7, initial_epoch=initial)
+        ds, steps = kdkeras.data.fixed_epoch_order(base, 50, 3, seed=7, initial_epoch=initial)
         labels = np.concatenate([b[1].numpy() for b in ds])
         return labels.reshape(-1, 200), steps
 
@@ -103,9 +103,11 @@ def test_fixed_epoch_order_is_a_function_of_seed_and_epoch(sample_arrays):
     assert all(sorted(e) == list(range(200)) for e in full)  # each epoch is a permutation
     assert not np.array_equal(full[0], full[1])
     with pytest.raises(ValueError, match="initial_epoch"):
-        kdkeras.data.fixed_epoch_order(base, 3, seed=0, initial_epoch=3)
-    with pytest.raises(ValueError, match="make_dataset"):
-        kdkeras.data.fixed_epoch_order(tf.data.Dataset.range(3), 3, seed=0)
+        kdkeras.data.fixed_epoch_order(base, 50, 3, seed=0, initial_epoch=3)
+    with pytest.raises(TypeError, match="arrays"):
+        kdkeras.data.fixed_epoch_order(tf.data.Dataset.range(3), 50, 3, seed=0)
+    with pytest.raises(ValueError, match="same number of examples"):
+        kdkeras.data.fixed_epoch_order((x[:200], np.arange(199)), 50, 3, seed=0)
 
 
 def test_a_backup_interrupted_while_written_leaves_the_previous_one(trained_teacher, data, tmp_path,
@@ -268,10 +270,10 @@ def test_wrong_image_size_for_the_model_is_refused(trained_teacher, reliability)
 
 
 def test_epoch_log_json_is_readable(tmp_path):
-    # The CLI's per-epoch log is plain JSON that a person can read.
-    from kdkeras.cli import _epoch_log
+    # A stage's per-epoch log is plain JSON that a person can read.
+    from kdkeras.experiment import EpochLog
 
-    log = _epoch_log(str(tmp_path / "log.json"), {"loss": [1.0]})
+    log = EpochLog(str(tmp_path / "log.json"), {"loss": [1.0]})
     log.on_epoch_end(1, {"loss": 0.5})
     assert json.load(open(tmp_path / "log.json")) == {"loss": [1.0, 0.5]}
     assert os.listdir(tmp_path) == ["log.json"]

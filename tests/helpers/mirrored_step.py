@@ -23,8 +23,9 @@ import kdkeras  # noqa: E402
 class NaiveDistiller(kdkeras.Distiller):
     """The common mistake: a per-replica mean, which the optimizer then sums across replicas."""
 
-    def _global_batch_size(self, local_batch_size):
-        return local_batch_size
+    def compute_losses(self, batch):
+        values = super().compute_losses(batch)
+        return values._replace(gradient_loss=values.total)  # the local batch's mean
 
 
 def train(strategy, cls, x, y, w):

@@ -1,0 +1,234 @@
+"""Input validation for the distillers: every bad input is refused before a training step runs.
+
+Each function checks one concern and raises ``ValueError``/``TypeError`` with
+a message that names what was received and how to fix it. The distillers call
+them at construction, in ``compile`` and around ``fit``/``evaluate``; the
+training step itself only carries the in-graph label-range check.
+"""
+
+import logging
+import re
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "LABEL_CHECK_TAG",
+    "applies_softmax",
+    "check_data",
+    "check_logit_shapes",
+    "check_model",
+    "check_same_outputs",
+    "checked_labels",
+    "expected_input_shape",
+    "output_dim",
+    "raise_friendly",
+    "resolve_student_loss",
+]
+
+#: Marks the in-graph label-range assertion, so its error can be reworded for the user.
+LABEL_CHECK_TAG = "kdkeras-label-range-check"
+
+
+def _final_layer(model):
+    layers = getattr(model, "layers", None)
+    return layers[-1] if layers else None
+
+
+def applies_softmax(model):
+    """True when the model's last layer turns its output into probabilities."""
+    layer = _final_layer(model)
+    if layer is None:
+        return False
+    if isinstance(layer, keras.layers.Softmax):
+        return True
+    activation = getattr(layer, "activation", None)
+    if activation is None:
+        return False
+    return activation is keras.activations.softmax or getattr(activation, "__name__", "") == "softmax"
+
+
+def output_dim(model):
+    """The static number of output logits of a built functional model, or None."""
+    try:
+        outputs = model.outputs
+    except (AttributeError, ValueError):
+        return None
+    if not outputs or len(outputs) != 1:
+        return None
+    return outputs[0].shape[-1]
+
+
+def check_model(model, role):
+    """A ``keras.Model`` that outputs logits, or a ``TypeError``/``ValueError`` saying why not."""
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"{role} must be a keras.Model; received {model!r} of type {type(model).__name__}.")
+    if applies_softmax(model):
+        raise ValueError(
+            f"The {role} {model.name!r} ends in a softmax (last layer {_final_layer(model).name!r}), so it "
+            "outputs probabilities. Distillation needs logits: rebuild the last layer without the "
+            'activation (e.g. Dense(num_classes) instead of Dense(num_classes, activation="softmax")) '
+            "and use from_logits=True losses."
+        )
+
+
+def check_same_outputs(teacher, student):
+    """Teacher and student must predict the same number of classes (when both say)."""
+    t_dim, s_dim = output_dim(teacher), output_dim(student)
+    if t_dim is not None and s_dim is not None and t_dim != s_dim:
+        raise ValueError(
+            f"Teacher and student output shapes differ: teacher {teacher.name!r} outputs {t_dim} logits, "
+            f"student {student.name!r} outputs {s_dim}. Both must predict the same classes; rebuild the "
+            f"student with num_classes={t_dim}."
+        )
+
+
+def check_logit_shapes(teacher_logits, student_logits):
+    """Static check (at trace time) that the two logit tensors agree in rank and classes."""
+    t, s = teacher_logits.shape, student_logits.shape
+    if t.rank is not None and s.rank is not None:
+        if t.rank != s.rank or (t[-1] is not None and s[-1] is not None and t[-1] != s[-1]):
+            raise ValueError(
+                f"Teacher and student output shapes differ: teacher logits {t}, student logits {s}. "
+                "Both must predict the same classes."
+            )
+
+
+def checked_labels(y, num_classes, jit_compile=False):
+    """In-graph check that integer labels lie in ``[0, num_classes)``; returns ``y``.
+
+    The loss, and so the update, waits for the check: a bad batch is never
+    applied. (Skipped under XLA, which has no ``Assert``; two reductions and a
+    scalar test per step otherwise.)
+    """
+    y = tf.convert_to_tensor(y)
+    if jit_compile or not y.dtype.is_integer:
+        return y
+    flat = tf.reshape(y, [-1])
+    lowest, highest = tf.reduce_min(flat), tf.reduce_max(flat)
+    in_range = tf.logical_and(lowest >= 0, highest < tf.cast(num_classes, flat.dtype))
+    check = tf.debugging.Assert(
+        in_range,
+        [f"{LABEL_CHECK_TAG}: labels must be in [0, num_classes); num_classes =", num_classes,
+         "; labels out of range in this batch: smallest", lowest, "largest", highest],
+    )
+    with tf.control_dependencies([check]):
+        return tf.identity(y)
+
+
+def resolve_student_loss(student_loss_fn):
+    """The hard-label loss for ``compile(student_loss_fn=...)``: a Keras loss or callable.
+
+    ``None`` gives ``SparseCategoricalCrossentropy(from_logits=True)``; the names
+    of Keras' cross-entropies resolve with ``from_logits=True``; a loss configured
+    with ``from_logits=False`` gets a warning (the student outputs logits).
+    """
+    if student_loss_fn is None:
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    if isinstance(student_loss_fn, str):
+        name = student_loss_fn.lower()
+        if name in ("sparse_categorical_crossentropy", "scce"):
+            return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        if name in ("categorical_crossentropy", "cce"):
+            return keras.losses.CategoricalCrossentropy(from_logits=True)
+        try:
+            return keras.losses.get(student_loss_fn)
+        except ValueError:
+            raise ValueError(
+                f"Unknown student_loss_fn {student_loss_fn!r}. Pass a Keras loss name or instance, e.g. "
+                "keras.losses.SparseCategoricalCrossentropy(from_logits=True)."
+            ) from None
+    if not callable(student_loss_fn):
+        raise TypeError(
+            f"student_loss_fn must be a Keras loss or callable f(y_true, y_pred); received {student_loss_fn!r}."
+        )
+    config = getattr(student_loss_fn, "get_config", lambda: {})()
+    if config.get("from_logits") is False:
+        logger.warning("student_loss_fn %s has from_logits=False, but the student outputs logits; use "
+                       "from_logits=True.", getattr(student_loss_fn, "name", student_loss_fn))
+    return student_loss_fn
+
+
+def expected_input_shape(model):
+    """The model's input shape without the batch axis, when it is known (one input)."""
+    try:
+        shape = model.input_shape
+    except (AttributeError, ValueError):
+        return None
+    if not isinstance(shape, tuple) or not shape or isinstance(shape[0], (tuple, list)):
+        return None  # unbuilt, or several inputs: Keras checks those itself
+    return tuple(shape[1:])
+
+
+def _check_input_shape(model, shape, role):
+    expected = expected_input_shape(model)
+    if expected is None or shape is None:
+        return
+    got = tuple(shape[1:])
+    if len(got) != len(expected) or any(e is not None and g is not None and e != g for e, g in zip(expected, got)):
+        raise ValueError(
+            f"The {role} inputs have shape {tuple(shape)} (batch first), but the student {model.name!r} "
+            f"expects (batch, {', '.join(map(str, expected))}). Resize or reshape the images, or build the "
+            "models with the matching input_shape."
+        )
+
+
+def _is_array(value):
+    return isinstance(value, (np.ndarray, tf.Tensor)) or (
+        hasattr(value, "__array__") and not isinstance(value, tf.data.Dataset))
+
+
+def check_data(student, num_classes, x, y, role, split_inputs):
+    """Refuses empty data, inputs of the wrong shape and integer labels out of range.
+
+    Args:
+        student: The model the inputs are for.
+        num_classes: The number of output logits, or ``None`` if unknown.
+        x, y: What ``fit``/``evaluate`` received (arrays or a dataset in ``x``).
+        role: ``"training"``, ``"validation"`` or ``"evaluation"`` (for messages).
+        split_inputs: The distiller's ``split_cached_inputs`` (a dataset's element
+            may carry cached teacher logits).
+    """
+    if x is None:
+        return
+    if isinstance(x, tf.data.Dataset):
+        if int(x.cardinality()) == 0:
+            raise ValueError(f"The {role} dataset is empty (cardinality 0): it yields no batches. "
+                             "Check the source arrays and any filter()/take() upstream.")
+        spec = x.element_spec
+        if isinstance(spec, tuple) and spec:
+            spec = spec[0]
+        spec, _ = split_inputs(spec)
+        if isinstance(spec, tf.TensorSpec):
+            _check_input_shape(student, spec.shape.as_list() if spec.shape.rank is not None else None, role)
+        return
+    if _is_array(x) and len(x) == 0:
+        raise ValueError(f"The {role} inputs are empty (0 examples); received shape {np.shape(x)}.")
+    if _is_array(x):
+        _check_input_shape(student, np.shape(x), role)
+    if y is not None and _is_array(y):
+        y_arr = np.asarray(y)
+        if y_arr.dtype.kind in "iu" and y_arr.size and num_classes is not None:
+            bad = (y_arr < 0) | (y_arr >= num_classes)
+            if np.any(bad):
+                raise ValueError(
+                    f"The {role} labels must be in [0, {num_classes}) for a model with {num_classes} output "
+                    f"logits; received {np.unique(y_arr[bad])[:10].tolist()} ({int(bad.sum())} labels out of "
+                    "range)."
+                )
+
+
+def raise_friendly(error, role):
+    """Re-raises a training error as a ``ValueError`` a user can act on, when it is one of ours."""
+    message = getattr(error, "message", str(error))
+    if LABEL_CHECK_TAG in message:
+        detail = message[message.index(LABEL_CHECK_TAG) + len(LABEL_CHECK_TAG):]
+        detail = re.sub(r"\s+", " ", detail.split("\n\t [[")[0]).strip(" :")
+        raise ValueError(f"Labels in the {role} data are out of range: {detail}. Labels must be integer class "
+                         "indices 0..num_classes-1.") from None
+    if "Empty logs" in message:
+        raise ValueError(f"The {role} data produced no batches (an empty dataset?). {message}") from None
+    raise error

@@ -1,0 +1,91 @@
+"""The recipe: every setting of a teacher/student/distillation run, in one object.
+
+:class:`Recipe` holds the main job's defaults (the one place they are defined)
+and checks its values; :mod:`kdkeras.experiment` trains with it and the
+command line builds one from its flags. It imports nothing heavy, so the
+command line can show the defaults in ``--help`` before TensorFlow loads.
+
+The defaults are "patient and consistent" distillation (Beyer et al., 2022):
+the same random shift and rotation for every model, the teacher running
+online on the student's augmented views, long cosine schedules, and pure
+distillation (``alpha = 0``) at ``T = 16``. ``docs/experiments.md`` has the
+measurements behind them.
+"""
+
+import dataclasses
+import math
+
+__all__ = ["Recipe"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """How to train the teacher, the scratch student and the distilled student.
+
+    Attributes:
+        teacher_epochs: Epochs of the teacher.
+        student_epochs: Epochs of each student (scratch and distilled).
+        batch_size: Global batch size.
+        learning_rate: Adam's (initial) learning rate, for every model.
+        lr_schedule: ``"cosine"`` (decay to 0 over the model's epochs) or ``"constant"``.
+        loss: Distillation loss, a name from :func:`kdkeras.losses.available`.
+        temperature: Softmax temperature ``T > 0``.
+        alpha: Weight of the hard-label loss in ``[0, 1]`` (``1 - alpha`` weighs distillation).
+        shift: Random shift of every training image, a fraction of its size (0: off).
+        rotation: Random rotation of every training image, in degrees (0: off).
+        mixup: Mixup strength for the students (``Beta(mixup, mixup)``; 0: off).
+            With mixup every label is one-hot and the losses are categorical.
+        cache: Cache the teacher's logits once when the inputs are not augmented.
+        seed: Seed of the weights, the batch order and the augmentation.
+        num_classes: Number of classes.
+    """
+
+    teacher_epochs: int = 100
+    student_epochs: int = 100
+    batch_size: int = 64
+    learning_rate: float = 3e-3
+    lr_schedule: str = "cosine"
+    loss: str = "kl"
+    temperature: float = 16.0
+    alpha: float = 0.0
+    shift: float = 0.05
+    rotation: float = 5.0
+    mixup: float = 0.0
+    cache: bool = True
+    seed: int = 0
+    num_classes: int = 10
+
+    def __post_init__(self):
+        for name in ("teacher_epochs", "student_epochs", "batch_size", "num_classes"):
+            value, minimum = getattr(self, name), 0 if name == "teacher_epochs" else 1  # 0: a loaded teacher
+            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+                raise ValueError(f"{name} must be an integer >= {minimum}; received {value!r}.")
+        if not (isinstance(self.learning_rate, (int, float)) and math.isfinite(self.learning_rate)
+                and self.learning_rate > 0):
+            raise ValueError(f"learning_rate must be a positive number; received {self.learning_rate!r}.")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise ValueError(f'lr_schedule must be "cosine" or "constant"; received {self.lr_schedule!r}.')
+        if not (_finite(self.shift) and 0 <= self.shift <= 0.5):
+            raise ValueError(f"shift must be a fraction in [0, 0.5]; received {self.shift!r}.")
+        if not (_finite(self.rotation) and 0 <= self.rotation <= 180):
+            raise ValueError(f"rotation must be in [0, 180] degrees; received {self.rotation!r}.")
+        if not (_finite(self.mixup) and self.mixup >= 0):
+            raise ValueError(f"mixup must be a number >= 0 (0 turns it off); received {self.mixup!r}.")
+
+    @property
+    def augmented(self):
+        """Whether the students' training views are random (then the teacher must run online)."""
+        return bool(self.shift or self.rotation or self.mixup)
+
+    @property
+    def soft_labels(self):
+        """Whether labels are one-hot rows (mixup blends them)."""
+        return self.mixup > 0
+
+    def replace(self, **changes):
+        """A copy with some settings changed (checked again)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _finite(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

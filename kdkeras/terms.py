@@ -1,0 +1,258 @@
+"""Loss terms: the one extension point of kdkeras' distillers.
+
+A distiller's loss is a weighted sum of named terms, in the manner of
+torchdistill's composed losses::
+
+    loss = sum_k weight_k * term_k(batch)
+
+:class:`kdkeras.Distiller` is built from two of them, :class:`StudentLoss`
+(hard labels, weight ``alpha``) and :class:`SoftTargetLoss` (the teacher's
+soft targets, weight ``1 - alpha``). :class:`kdkeras.FeatureDistiller` adds
+FitNets hints and RKD as terms, and :class:`kdkeras.MutualLearning` composes
+each of its students' losses from the same terms. Your own term is a subclass
+of :class:`LossTerm` passed to ``Distiller(..., loss_terms=[...])``: it gets
+the batch's labels, both models' logits and the outputs of any layers it asks
+for, and is reported under its name in ``fit``'s logs.
+
+Every term is reduced the same way (:func:`reduce_terms`): per-example values
+are weighted by the sample weights, summed, and divided by the *global* batch
+size, so N replicas under ``tf.distribute`` update the weights exactly as one
+device does on the same global batch.
+
+Example:
+
+```python
+class LogitNorm(kdkeras.terms.LossTerm):
+    '''Penalises large student logits (a per-example term).'''
+
+    def call(self, batch):
+        return tf.reduce_sum(tf.square(batch.student_logits), axis=-1)
+
+distiller = kdkeras.Distiller(student, teacher, loss_terms=[LogitNorm("logit_norm", weight=1e-3)])
+```
+"""
+
+import contextlib
+from typing import NamedTuple
+
+import keras
+import tensorflow as tf
+
+from kdkeras import distribute as _distribute
+from kdkeras import losses as losses_module
+
+__all__ = [
+    "DistillationBatch",
+    "LossTerm",
+    "SoftTargetLoss",
+    "StudentLoss",
+    "TermValues",
+    "capture_outputs",
+    "per_example_loss",
+    "reduce_terms",
+]
+
+
+class DistillationBatch(NamedTuple):
+    """What a :class:`LossTerm` sees of one (local) batch.
+
+    Attributes:
+        labels: The batch's labels (checked to lie in ``[0, num_classes)`` when integer).
+        sample_weight: Per-example weights, or ``None``.
+        teacher_logits: The teacher's logits, float32, no gradient.
+        student_logits: The student's logits (gradients flow through them).
+        teacher_features: ``{term name: {key: layer output}}`` for the teacher
+            layers each term asked for (no gradient).
+        student_features: The same for the student's layers.
+    """
+
+    labels: object
+    sample_weight: object
+    teacher_logits: object
+    student_logits: object
+    teacher_features: dict = {}
+    student_features: dict = {}
+
+
+class TermValues(NamedTuple):
+    """The result of :func:`reduce_terms`.
+
+    Attributes:
+        gradient_loss: What to differentiate: every term's weighted sum over
+            the local examples, divided by the global batch size.
+        total: The weighted mean loss of the local batch (what ``loss`` reports).
+        means: Each term's unweighted mean over the local batch, in order.
+        local_n: The local batch size (float32).
+        example_weights: The per-example weights used (ones without sample weights).
+    """
+
+    gradient_loss: object
+    total: object
+    means: list
+    local_n: object
+    example_weights: object
+
+
+class LossTerm:
+    """A named, weighted term of a distiller's loss (subclass it and implement :meth:`call`).
+
+    Args:
+        name: The name the term is reported under in ``fit``/``evaluate`` logs
+            (unique within a distiller).
+        weight: A number, a variable, or a function of no arguments returning
+            the weight (read at every step, so a schedule can change it).
+
+    Class attributes a subclass may set:
+        per_example: ``True`` (default) when :meth:`call` returns one value per
+            example (shape ``[batch]``); ``False`` when it returns one value for
+            the whole batch, such as RKD's relations between examples.
+
+    Attributes a subclass may set in ``__init__``:
+        teacher_layers / student_layers: ``{key: layer}`` whose outputs the term
+            needs; they are captured during the forward passes and handed over
+            as ``batch.teacher_features[self.name][key]``. A term that asks for
+            teacher layers needs the teacher online (no cached logits).
+    """
+
+    per_example = True
+
+    def __init__(self, name, weight=1.0):
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"A loss term needs a non-empty name; received {name!r}.")
+        self.name = name
+        self.weight = weight
+        self.teacher_layers = {}
+        self.student_layers = {}
+
+    def current_weight(self):
+        """The weight for this step, as a float32 scalar."""
+        weight = self.weight() if callable(self.weight) else self.weight
+        return tf.cast(weight, tf.float32)
+
+    def call(self, batch):
+        """Returns the term's values for a :class:`DistillationBatch` (float32)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement call(batch).")
+
+    def __call__(self, batch):
+        return tf.cast(self.call(batch), tf.float32)
+
+    def __repr__(self):
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+def per_example_loss(fn, y, logits):
+    """A hard-label loss per example, float32, shape ``[batch]``.
+
+    ``fn`` is a ``keras.losses.Loss`` (its unreduced ``call``) or a function
+    ``f(y_true, y_pred)``; extra axes of its result are averaged.
+    """
+    values = fn.call(y, logits) if isinstance(fn, keras.losses.Loss) else fn(y, logits)
+    values = tf.cast(values, tf.float32)
+    if values.shape.rank is not None and values.shape.rank > 1:
+        values = tf.reduce_mean(values, axis=list(range(1, values.shape.rank)))
+    return values
+
+
+class StudentLoss(LossTerm):
+    """The hard-label loss of the student's logits (``T = 1``), per example.
+
+    Args:
+        loss_fn: A ``keras.losses.Loss`` or ``f(y_true, y_pred)`` on logits.
+        name, weight: As in :class:`LossTerm`.
+    """
+
+    def __init__(self, loss_fn, name="student_loss", weight=1.0):
+        super().__init__(name, weight)
+        self.loss_fn = loss_fn
+
+    def call(self, batch):
+        return per_example_loss(self.loss_fn, batch.labels, batch.student_logits)
+
+
+class SoftTargetLoss(LossTerm):
+    """A response-based distillation loss between teacher and student logits, per example.
+
+    Calls ``loss_fn(teacher_logits, student_logits, temperature)`` (see
+    :mod:`kdkeras.losses`), adding ``labels=`` for losses that take them (DKD).
+
+    Args:
+        loss_fn: A function from :func:`kdkeras.losses.get`.
+        temperature: A number, variable, or function of no arguments.
+        name, weight: As in :class:`LossTerm`.
+    """
+
+    def __init__(self, loss_fn, temperature, name="distillation_loss", weight=1.0):
+        super().__init__(name, weight)
+        self.loss_fn = loss_fn
+        self.temperature = temperature
+        self._takes_labels = losses_module.takes_labels(loss_fn)
+
+    def call(self, batch):
+        temperature = self.temperature() if callable(self.temperature) else self.temperature
+        if self._takes_labels:  # e.g. DKD needs the target class
+            return self.loss_fn(batch.teacher_logits, batch.student_logits, temperature, labels=batch.labels)
+        return self.loss_fn(batch.teacher_logits, batch.student_logits, temperature)
+
+
+def reduce_terms(terms, batch):
+    """Evaluates and weighs ``terms`` on one local batch; returns :class:`TermValues`.
+
+    Per-example terms are weighted by the sample weights and summed; their
+    weighted sum is divided once by the global batch size (the same under any
+    number of replicas). A batch-level term is weighted by this replica's share
+    of the global batch, so that the replicas' summed gradients are those of
+    the example-weighted mean.
+    """
+    local_n = tf.cast(tf.shape(batch.student_logits)[0], tf.float32)
+    if batch.sample_weight is None:
+        example_weights = tf.ones([tf.shape(batch.student_logits)[0]], tf.float32)
+    else:
+        example_weights = tf.reshape(tf.cast(batch.sample_weight, tf.float32), [-1])
+    global_n = _distribute.global_batch_size(local_n)
+    safe_n = tf.maximum(local_n, 1.0)
+    weighted_sum, batch_level, total, means = 0.0, None, 0.0, []
+    for term in terms:
+        weight, values = term.current_weight(), term(batch)
+        if term.per_example:
+            summed = tf.reduce_sum(example_weights * values)
+            weighted_sum += weight * summed
+            mean = summed / safe_n
+        else:
+            batch_level = weight * values if batch_level is None else batch_level + weight * values
+            mean = values
+        total += weight * mean
+        means.append(mean)
+    gradient_loss = weighted_sum / global_n
+    if batch_level is not None:
+        gradient_loss += batch_level * (local_n / global_n)
+    return TermValues(gradient_loss, total, means, local_n, example_weights)
+
+
+@contextlib.contextmanager
+def capture_outputs(layers):
+    """Records the outputs of ``layers`` (``{key: layer}``) while the block runs a model.
+
+    Yields a dict that is filled with ``{key: output}`` as the layers are called.
+    The layers are restored when the block ends.
+    """
+    outputs = {}
+    keys_of = {}
+    for key, layer in layers.items():  # one layer may serve several keys (a hint and RKD)
+        keys_of.setdefault(id(layer), (layer, []))[1].append(key)
+    patched = []
+    for layer, keys in keys_of.values():
+        original = layer.call
+
+        def call(*args, _original=original, _keys=tuple(keys), **kwargs):
+            result = _original(*args, **kwargs)
+            for key in _keys:
+                outputs[key] = result
+            return result
+
+        object.__setattr__(layer, "call", call)
+        patched.append(layer)
+    try:
+        yield outputs
+    finally:
+        for layer in patched:
+            object.__delattr__(layer, "call")

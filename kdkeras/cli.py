@@ -455,7 +455,11 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with quiet_native_stderr():
+        import tensorflow as tf
+
         import kdkeras.experiment  # noqa: F401 - TensorFlow and kdkeras load here, quietly
+
+        tf.config.list_physical_devices()  # device discovery logs (no GPU driver, ...) stay hidden too
     try:
         recipe = _check_args(args)
         run(args, recipe)

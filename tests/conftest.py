@@ -1,4 +1,5 @@
 import os
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -27,9 +28,17 @@ def _float32_policy_and_seed():
     keras.config.set_dtype_policy("float32")
 
 
+def shuffled(arrays, seed=7):
+    """The arrays in one seeded random order (the bundled file is sorted by class)."""
+    order = np.random.default_rng(seed).permutation(len(arrays[0]))
+    return tuple(a[order] for a in arrays)
+
+
 @pytest.fixture(scope="session")
 def sample_arrays():
-    return kdkeras.load_mnist_arrays("sample")
+    """The bundled 4,000/1,000 split, each part shuffled: every slice of it holds every class."""
+    train, test = kdkeras.load_mnist_arrays("sample")
+    return shuffled(train), shuffled(test)
 
 
 @pytest.fixture(scope="session")
@@ -62,8 +71,11 @@ def make_distiller(teacher, seed=0, **compile_kwargs):
 
 @pytest.fixture
 def small_batch(sample_arrays):
+    """96 training digits, every class among them, in shuffled order."""
     (x, y), _ = sample_arrays
-    return x[:96], y[:96]
+    x, y = x[:96], y[:96]
+    assert set(y.tolist()) == set(range(10)) and sorted(y.tolist()) != y.tolist()
+    return x, y
 
 
 def softmax_np(z, t=1.0):
@@ -79,6 +91,35 @@ def log_softmax_np(z, t=1.0):
     return z - m - np.log(np.exp(z - m).sum(axis=-1, keepdims=True))
 
 
+_PORT_LOCK = os.path.join(tempfile.gettempdir(), "kdkeras-test-ports.lock")
+
+
+def _free_ports(n):
+    """``n`` local ports that no other test run is handing out at the same time.
+
+    A port is free when bound, but another process could take it between our
+    release and the worker's bind. Runs serialise on a lock file, and each takes
+    ports from a range keyed by its process id, probing each one before use.
+    """
+    import fcntl
+    import socket
+
+    with open(_PORT_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        base = 20000 + (os.getpid() * 7) % 20000
+        ports = []
+        for port in range(base, base + 2000):
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            ports.append(port)
+            if len(ports) == n:
+                return ports
+    raise RuntimeError("no free local ports")
+
+
 def run_local_workers(argv_of, env, n=2, timeout=300, cwd=None):
     """Runs ``n`` processes as one MultiWorkerMirroredStrategy cluster on 127.0.0.1.
 
@@ -90,14 +131,7 @@ def run_local_workers(argv_of, env, n=2, timeout=300, cwd=None):
     import socket
     import subprocess
 
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        workers = [f"127.0.0.1:{sock.getsockname()[1]}" for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(n)]
     procs = []
     try:
         for i in range(n):
@@ -129,3 +163,39 @@ def reliability(record_property):
             record_property(f"kdkeras_{key}", value)
 
     return record
+
+
+class NetworkBlocked(RuntimeError):
+    """A test tried to open a connection outside the loopback interface."""
+
+
+def _is_loopback(address):
+    if not isinstance(address, tuple):  # AF_UNIX path, or other local families
+        return True
+    host = str(address[0])
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_network():
+    """Every connection outside 127.0.0.0/8 and ::1 fails loudly: tests never reach the network."""
+    import socket
+
+    original_connect, original_connect_ex = socket.socket.connect, socket.socket.connect_ex
+
+    def guard(address):
+        if not _is_loopback(address):
+            raise NetworkBlocked(f"a test tried to connect to {address!r}; tests must stay offline "
+                                 "(use the bundled sample, generated arrays or tfds.testing.mock_data)")
+
+    def connect(self, address):
+        guard(address)
+        return original_connect(self, address)
+
+    def connect_ex(self, address):
+        guard(address)
+        return original_connect_ex(self, address)
+
+    socket.socket.connect, socket.socket.connect_ex = connect, connect_ex
+    yield
+    socket.socket.connect, socket.socket.connect_ex = original_connect, original_connect_ex

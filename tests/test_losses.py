@@ -210,6 +210,9 @@ def test_distiller_passes_the_true_labels_to_dkd(trained_teacher, small_batch):
     np.testing.assert_allclose(got, with_labels, rtol=1e-4)
     wrong = (y + 1) % 10
     assert abs(ref_dkd(zt, zs, 4.0, wrong).mean() - with_labels) > 1e-3  # the labels matter
+    # Without labels DKD would take the teacher's top class; on this batch that gives another value.
+    assert np.any(zt.argmax(-1) != y)
+    assert abs(ref_dkd(zt, zs, 4.0, zt.argmax(-1)).mean() - with_labels) > 1e-4 * abs(with_labels)
 
 
 def test_linear_warmup_ramps_the_distillation_weight():

@@ -11,10 +11,13 @@ import time
 import keras
 import numpy as np
 import pytest
+
+import kdkeras
+from kdkeras import cli
 from conftest import run_local_workers
 from matplotlib import image as mpimg
 
-from kdkeras import cli
+from kdkeras import atomic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "scripts", "train_mnist.py")
@@ -108,11 +111,35 @@ def test_prints_the_comparison_table(finished_run):
 def test_help_documents_every_flag_with_default():
     proc = run_script("--help", timeout=60)
     assert proc.returncode == 0
-    for flag in ("--data", "--teacher-epochs", "--student-epochs", "--batch-size", "--temperature",
-                 "--alpha", "--loss", "--seed", "--out", "--teacher", "--shift", "--rotation", "--mixup",
-                 "--lr-schedule"):
-        assert flag in proc.stdout
-    assert proc.stdout.count("(default:") >= 10
+    flags = [a.option_strings[-1] for a in cli.build_parser()._actions if a.option_strings and a.dest != "help"]
+    assert len(flags) == 21
+    for flag in flags:
+        assert flag in proc.stdout, flag
+    # Every flag's help shows its default, and the defaults are the Recipe's.
+    blocks, current = {}, None
+    for line in proc.stdout.split("options:", 1)[1].splitlines():
+        if line.startswith("  -"):
+            current = line.split()[0].rstrip(",")
+            blocks[current] = ""
+        if current:
+            blocks[current] = " ".join((blocks[current] + " " + line).split())
+    for flag in flags:
+        assert "(default:" in blocks[flag], flag
+    recipe = kdkeras.Recipe()
+    for flag, value in (("--temperature", recipe.temperature), ("--alpha", recipe.alpha),
+                        ("--teacher-epochs", recipe.teacher_epochs), ("--shift", recipe.shift)):
+        assert blocks[flag].endswith(f"(default: {value})"), blocks[flag]
+
+
+def test_help_answers_without_importing_tensorflow(tmp_path):
+    code = ("import sys; from kdkeras import cli\n"
+            "try:\n    cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print('TF', 'tensorflow' in sys.modules)")
+    for argv0 in ("kdkeras-train-mnist", "train_mnist.py"):
+        proc = subprocess.run([sys.executable, "-c", f"import sys; sys.argv[0] = {argv0!r}\n" + code],
+                              capture_output=True, text=True, timeout=120, env=ENV, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert "usage: train_mnist" in proc.stdout and proc.stdout.strip().endswith("TF False"), proc.stdout
 
 
 @pytest.mark.parametrize(
@@ -164,7 +191,7 @@ def test_corrupt_data_file_is_one_line(tmp_path):
 
 def test_interrupted_save_leaves_previous_files_intact(tmp_path):
     target = tmp_path / "metrics.json"
-    cli.write_text(target, '{"complete": true}\n')
+    atomic.write_text(target, '{"complete": true}\n')
 
     class Boom(Exception):
         pass
@@ -178,7 +205,7 @@ def test_interrupted_save_leaves_previous_files_intact(tmp_path):
     model_path = tmp_path / "student.keras"
     model_path.write_text("previous model")
     with pytest.raises(Boom):
-        cli.save_model(HalfWrittenModel(), str(model_path))
+        atomic.save_model(HalfWrittenModel(), str(model_path))
     assert model_path.read_text() == "previous model"
 
     real_fsync = os.fsync
@@ -189,7 +216,7 @@ def test_interrupted_save_leaves_previous_files_intact(tmp_path):
     os.fsync = interrupted_fsync
     try:
         with pytest.raises(KeyboardInterrupt):
-            cli.write_text(target, '{"truncated": ')
+            atomic.write_text(target, '{"truncated": ')
     finally:
         os.fsync = real_fsync
     assert json.loads(target.read_text()) == {"complete": True}
@@ -378,3 +405,31 @@ def test_mixup_run_uses_soft_labels_and_plain_run_caches(tmp_path):
                       "--out", str(tmp_path / "plain"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "teacher logits cached once" in proc.stdout
+
+
+def test_console_script_behaves_like_the_script(tmp_path):
+    """The installed kdkeras-train-mnist: same help, same one-line errors, TensorFlow's start-up lines hidden."""
+    import shutil
+
+    console = shutil.which("kdkeras-train-mnist", path=os.path.dirname(sys.executable))
+    assert console, "the console script is not installed beside this Python"
+    for argv in (["--help"], ["--alpha", "1.5", "--out", str(tmp_path / "o")]):
+        ours = subprocess.run([console, *argv], capture_output=True, text=True, timeout=120, env=ENV, cwd=tmp_path)
+        script = run_script(*argv, timeout=120)
+        assert (ours.returncode, ours.stdout, ours.stderr) == (script.returncode, script.stdout, script.stderr)
+    assert ours.returncode == 2 and len(ours.stderr.strip().splitlines()) == 1 and "1.5" in ours.stderr
+
+
+def test_recipe_probe_and_main_job_train_the_same_student(finished_run, tmp_path):
+    """Both train through kdkeras.experiment: the same seed and teacher give identical weights."""
+    out, _ = finished_run
+    probe = tmp_path / "probe.keras"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "recipe_probe.py"), "--teacher",
+                           str(out / "teacher.keras"), "--epochs", "1", "--seed", "0", "--out", str(probe)],
+                          capture_output=True, text=True, timeout=600, env=ENV, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ours, theirs = keras.models.load_model(probe), keras.models.load_model(out / "student.keras")
+    for a, b in zip(ours.get_weights(), theirs.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    fresh = kdkeras.build_student(seed=0).get_weights()
+    assert max(np.abs(a - b).max() for a, b in zip(fresh, ours.get_weights())) > 1e-3  # it trained

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-from conftest import LOGITS_LOSS, softmax_np
+from conftest import LOGITS_LOSS, log_softmax_np, softmax_np
 
 import kdkeras
 
@@ -85,3 +85,25 @@ def test_born_again_chains_generations(trained_teacher, sample_arrays):
     assert agree > 0.7
     with pytest.raises(ValueError, match="generations"):
         kdkeras.born_again(build, trained_teacher, None, generations=0)
+
+
+def test_distillation_schedule_sets_mutual_learnings_temperature_and_alpha(small_batch):
+    x, y = small_batch
+    mutual = kdkeras.MutualLearning([kdkeras.build_student(seed=s, name=f"s{s}") for s in (0, 1)])
+    mutual.compile(optimizer="adam", alpha=0.5, temperature=1.0)
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            seen.append((mutual.temperature, mutual.alpha))
+
+    schedule = kdkeras.callbacks.DistillationSchedule(temperature={0: 2.0, 1: 6.0}, alpha=lambda e: 0.1 * (e + 1))
+    history = mutual.fit(x, y, batch_size=48, epochs=2, verbose=0, callbacks=[schedule, Record()])
+    assert seen == [(2.0, pytest.approx(0.1))] * 2 + [(6.0, pytest.approx(0.2))] * 2
+    assert history.history["temperature"] == [2.0, 6.0]
+    # The step reads the variables: alpha = 1 leaves only the hard-label loss (no peer term).
+    mutual.alpha = 1.0
+    logits = [s.predict(x, verbose=0) for s in mutual.students]
+    loss = mutual.evaluate(x, y, batch_size=len(x), verbose=0, return_dict=True)["loss"]
+    ce = sum(-log_softmax_np(z)[np.arange(len(y)), y].mean() for z in logits)
+    np.testing.assert_allclose(loss, ce, rtol=1e-5)

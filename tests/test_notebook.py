@@ -44,3 +44,20 @@ def test_notebook_executes_without_errors(tmp_path, monkeypatch):
     # The run used the small epochs: one epoch line per fit (teacher, scratch, distiller), no "Epoch 2/".
     log = "".join(o.get("text", "") for o in outputs)
     assert log.count("63/63 - ") == 3 and "Epoch 2/" not in log, log[:2000]
+
+
+def test_saved_notebook_is_what_the_builder_writes_and_names_the_current_defaults():
+    """The saved cells are build_notebook.py's cells, and what they say of the main job's defaults is true."""
+    import importlib.util
+    import re
+
+    import kdkeras
+
+    spec = importlib.util.spec_from_file_location("build_notebook", os.path.join(ROOT, "notebooks", "build_notebook.py"))
+    builder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(builder)
+    saved = [c.source for c in _load().cells]
+    assert saved == [source for _, source in builder.CELLS]
+    claims = re.findall(r"kdkeras\.Recipe\(\) \(T = ([\d.]+), alpha = ([\d.]+)\)", "\n".join(saved))
+    recipe = kdkeras.Recipe()
+    assert claims and all((float(t), float(a)) == (recipe.temperature, recipe.alpha) for t, a in claims)

@@ -1,0 +1,102 @@
+"""Applies deliberate bugs to a copy of kdkeras, one at a time, and shows that the tests catch each.
+
+    python tests/helpers/mutations.py            # every mutation (a few minutes on 2 CPU cores)
+    python tests/helpers/mutations.py --list
+
+For each mutation the package is copied to a temporary directory, one line of
+its source is replaced, and the named tests run against the copy (it comes
+first on ``PYTHONPATH``). A mutation is *caught* when those tests fail. The
+script exits non-zero if any mutation survives, or if a replacement no longer
+matches the source (the mutation list must follow the code).
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# name: (file in kdkeras/, original text, mutated text, tests that must fail)
+MUTATIONS = {
+    "hard-label loss against the teacher's top class": (
+        "terms.py",
+        "return per_example_loss(self.loss_fn, batch.labels, batch.student_logits)",
+        "return per_example_loss(self.loss_fn, tf.argmax(batch.teacher_logits, -1), batch.student_logits)",
+        ["tests/test_distiller.py::test_hard_label_loss_uses_the_true_labels_not_the_teachers_guess"],
+    ),
+    "labels not passed to DKD": (
+        "terms.py",
+        "self._takes_labels = losses_module.takes_labels(loss_fn)",
+        "self._takes_labels = False",
+        ["tests/test_losses.py::test_distiller_passes_the_true_labels_to_dkd"],
+    ),
+    "cache shuffles the logits apart from their images": (
+        "data/cache.py",
+        "return (cached_batch(x, tf.concat(parts, 0)), y, *w)",
+        "return (cached_batch(x, tf.random.shuffle(tf.concat(parts, 0), seed=1)), y, *w)",
+        ["tests/test_distiller.py::test_shuffled_cache_keeps_image_logits_and_label_together"],
+    ),
+    "per-replica mean instead of the global batch": (
+        "terms.py",
+        "global_n = _distribute.global_batch_size(local_n)",
+        "global_n = local_n",
+        ["tests/test_distribute.py::test_two_replica_mirrored_step_matches_one_device"],
+    ),
+    "KL without the T² factor": (
+        "losses.py",
+        "return _non_negative(tf.square(t) * tf.reduce_sum(pt * (log_pt - log_ps), axis=-1))",
+        "return _non_negative(tf.reduce_sum(pt * (log_pt - log_ps), axis=-1))",
+        ["tests/test_losses.py"],
+    ),
+}
+
+
+def run_mutation(name, timeout):
+    path, original, mutated, tests = MUTATIONS[name]
+    with tempfile.TemporaryDirectory(prefix="kdkeras-mutant-") as tmp:
+        shutil.copytree(os.path.join(ROOT, "kdkeras"), os.path.join(tmp, "kdkeras"))
+        target = os.path.join(tmp, "kdkeras", path)
+        with open(target, encoding="utf-8") as f:
+            source = f.read()
+        if source.count(original) != 1:
+            return "stale", f"the text to replace is not found exactly once in kdkeras/{path}"
+        with open(target, "w", encoding="utf-8") as f:
+            f.write(source.replace(original, mutated))
+        env = dict(os.environ, PYTHONPATH=tmp + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                   TF_CPP_MIN_LOG_LEVEL="3", MPLBACKEND="Agg")
+        # Run from the copy's directory: `python -m` puts the working directory first on sys.path,
+        # so the mutated package is the one imported (checked below).
+        check = [sys.executable, "-c", "import kdkeras, os; print(os.path.dirname(kdkeras.__file__))"]
+        imported = subprocess.run(check, cwd=tmp, env=env, capture_output=True, text=True, timeout=timeout)
+        if imported.stdout.strip().splitlines()[-1:] != [os.path.join(tmp, "kdkeras")]:
+            return "error", f"the copy was not the package imported: {imported.stdout[-300:]}"
+        node_ids = [os.path.join(ROOT, t) for t in tests]
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *node_ids],
+                              cwd=tmp, env=env, capture_output=True, text=True, timeout=timeout)
+        last = (proc.stdout.strip().splitlines() or [""])[-1]
+        return ("caught" if proc.returncode == 1 else "survived" if proc.returncode == 0 else "error"), last
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--list", action="store_true", help="list the mutations and exit")
+    parser.add_argument("--only", nargs="+", choices=list(MUTATIONS), help="run only these")
+    parser.add_argument("--timeout", type=int, default=600, help="seconds per mutation")
+    args = parser.parse_args(argv)
+    if args.list:
+        print("\n".join(MUTATIONS))
+        return 0
+    failures = 0
+    for name in args.only or MUTATIONS:
+        verdict, detail = run_mutation(name, args.timeout)
+        failures += verdict != "caught"
+        print(f"{verdict:8s} {name}: {detail}", flush=True)
+    print(f"{len(args.only or MUTATIONS) - failures} caught, {failures} not caught")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

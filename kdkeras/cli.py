@@ -12,7 +12,6 @@ import argparse
 import contextlib
 import datetime
 import json
-import math
 import os
 import shutil
 import sys

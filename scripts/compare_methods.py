@@ -124,7 +124,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     import kdkeras
-    from kdkeras.atomic import atomic_path
+    from kdkeras.atomic import write_text
 
     arrays = kdkeras.load_mnist_arrays("sample")
     start = time.monotonic()

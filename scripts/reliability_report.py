@@ -115,12 +115,9 @@ def main(argv=None):
     if args.out == "-":
         print(text)
     else:
-        sys.path.insert(0, ROOT)
-        from kdkeras.atomic import atomic_path
+        from kdkeras.atomic import write_text
 
-        with atomic_path(args.out) as tmp_path:
-            with open(tmp_path, "w", encoding="utf-8") as f:
-                f.write(text)
+        write_text(args.out, text)
         print(f"Wrote {args.out}")
     return status
 

@@ -128,7 +128,6 @@ def run_local_workers(argv_of, env, n=2, timeout=300, cwd=None):
     ``timeout`` seconds is killed. Returns ``[(returncode, stdout, stderr)]``.
     """
     import json
-    import socket
     import subprocess
 
     workers = [f"127.0.0.1:{port}" for port in _free_ports(n)]

@@ -59,11 +59,9 @@ def build_parser():
     p.add_argument("--temperature", type=float, default=_DEFAULTS.temperature, help="distillation temperature T > 0")
     p.add_argument("--alpha", type=float, default=_DEFAULTS.alpha,
                    help="weight of the hard-label loss in [0, 1]; 1 - alpha weighs the distillation loss")
-    p.add_argument("--loss", default=_DEFAULTS.loss,
-                   help="distillation loss: a name from kdkeras.losses.available()")
+    p.add_argument("--loss", default=_DEFAULTS.loss, help="distillation loss: a name from kdkeras.losses.available()")
     p.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="random seed (weights, shuffling)")
-    p.add_argument("--out", default=None,
-                   help="output directory (default: runs/mnist/<timestamp>)")
+    p.add_argument("--out", default=None, help="output directory (default: runs/mnist/<timestamp>)")
     p.add_argument("--teacher", default=None, metavar="PATH",
                    help="load a trained teacher from this .keras file instead of training one")
     p.add_argument("--shift", type=float, default=_DEFAULTS.shift, metavar="FRACTION",

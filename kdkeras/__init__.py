@@ -31,13 +31,15 @@ _EXPORTS = {
     "load_mnist": "kdkeras.data",
     "load_mnist_arrays": "kdkeras.data",
     "make_dataset": "kdkeras.data",
+    "validation_split": "kdkeras.data",
     "multiworker_compatible": "kdkeras.distribute",
     "build_cnn": "kdkeras.models",
+    "build_mlp": "kdkeras.models",
     "build_student": "kdkeras.models",
     "build_teacher": "kdkeras.models",
 }
 _SUBMODULES = ("atomic", "augment", "callbacks", "checks", "data", "distiller", "distribute", "evaluation",
-               "experiment", "export", "features", "losses", "models", "mutual", "plotting", "recipe", "terms")
+               "experiment", "export", "features", "losses", "models", "mutual", "plotting", "provenance", "recipe", "terms")
 # Entry points that parse their arguments before TensorFlow is needed.
 _COMMANDS = ("kdkeras-train-mnist", "train_mnist.py")
 

@@ -52,9 +52,15 @@ def build_parser():
     p.add_argument("--data", default="auto",
                    help='"auto" (tfds MNIST if available, else the bundled 5,000-digit '
                         'sample), "tfds", "sample", or a path to an .npz file')
-    p.add_argument("--teacher-epochs", type=int, default=_DEFAULTS.teacher_epochs, help="epochs to train the teacher")
+    p.add_argument("--teacher-steps", type=int, default=_DEFAULTS.teacher_steps,
+                   help="the teacher's training budget in optimizer steps; its epochs are the budget divided "
+                        "by the steps per epoch, rounded (100 on the sample, 7 on full MNIST by default)")
+    p.add_argument("--student-steps", type=int, default=_DEFAULTS.student_steps,
+                   help="the same budget for the scratch and the distilled student (each)")
+    p.add_argument("--teacher-epochs", type=int, default=_DEFAULTS.teacher_epochs,
+                   help="epochs to train the teacher; overrides --teacher-steps")
     p.add_argument("--student-epochs", type=int, default=_DEFAULTS.student_epochs,
-                   help="epochs for the scratch and the distilled student (each)")
+                   help="epochs for the scratch and the distilled student (each); overrides --student-steps")
     p.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size, help="batch size")
     p.add_argument("--temperature", type=float, default=_DEFAULTS.temperature, help="distillation temperature T > 0")
     p.add_argument("--alpha", type=float, default=_DEFAULTS.alpha,
@@ -109,7 +115,7 @@ def _readable_file(path):
 def recipe_from_args(args):
     """The :class:`kdkeras.Recipe` the flags describe; a ``UserError`` names the bad flag."""
     fields = {f: getattr(args, f) for f in Recipe.__dataclass_fields__ if hasattr(args, f)}
-    if args.teacher is None and args.teacher_epochs < 1:
+    if args.teacher is None and args.teacher_epochs is not None and args.teacher_epochs < 1:
         raise UserError(f"--teacher-epochs must be >= 1; received {args.teacher_epochs}.")
     try:
         return Recipe(**fields)
@@ -224,6 +230,7 @@ def _run(args, recipe, strategy, out_dir, is_chief):
         print(f"Strategy: {type(strategy).__name__}, {strategy.num_replicas_in_sync} replicas, "
               f"global batch {args.batch_size}")
     state = experiment.RunState(out_dir, resume=args.resume)
+    args.epochs = {key: recipe.epochs(key, len(train[0])) for key in ("teacher", "student")}
     stage = dict(validation_data=test, state=state, strategy=strategy, verbose=args.verbose)
     # 1. The teacher (or a trained one, loaded)
     teacher = _load_teacher(args, strategy) if args.teacher else _stage(
@@ -293,7 +300,7 @@ def _stage(key, state, args, train):
         print(f"{name.capitalize()}: {_stage_note(key, args)}")
         done = state.completed_epochs(key)
         if done:
-            epochs = args.teacher_epochs if key == "teacher" else args.student_epochs
+            epochs = args.epochs["teacher" if key == "teacher" else "student"]
             print(f"  resuming at epoch {done + 1} of {epochs} from the backup in {state.backup_dir(key)}")
     try:
         return train()
@@ -306,10 +313,10 @@ def _stage(key, state, args, train):
 def _stage_note(key, args):
     augmented = args.shift or args.rotation or args.mixup
     if key == "teacher":
-        return f"training for {args.teacher_epochs} epochs" + _augment_note(args, mixup=False)
+        return f"training for {args.epochs['teacher']} epochs" + _augment_note(args, mixup=False)
     if key == "scratch":
-        return f"training for {args.student_epochs} epochs on hard labels" + _augment_note(args, mixup=True)
-    return (f"{args.student_epochs} epochs, loss={args.loss}, T={args.temperature:g}, alpha={args.alpha:g}"
+        return f"training for {args.epochs['student']} epochs on hard labels" + _augment_note(args, mixup=True)
+    return (f"{args.epochs['student']} epochs, loss={args.loss}, T={args.temperature:g}, alpha={args.alpha:g}"
             + (_augment_note(args, mixup=True) + "; the teacher runs online on the same views" if augmented
                else " (teacher logits cached once)" if args.cache else " (online teacher)"))
 
@@ -362,11 +369,11 @@ def _write_outputs(args, recipe, results, test, data_label, out_dir, is_chief):
 
 
 def _report(args, meta, table, exported):
-    teacher = args.teacher_epochs if not args.teacher else "loaded: " + args.teacher
+    teacher = args.epochs["teacher"] if not args.teacher else "loaded: " + args.teacher
     return (
         "# kdkeras MNIST distillation report\n\n"
         f"- date: {meta['date']}\n- data: {meta['data']} (metrics on the test split)\n"
-        f"- teacher epochs: {teacher}, student epochs: {args.student_epochs}, batch size: {args.batch_size}\n"
+        f"- teacher epochs: {teacher}, student epochs: {args.epochs['student']}, batch size: {args.batch_size}\n"
         f"- distillation: loss={args.loss}, T={args.temperature:g}, alpha={args.alpha:g}, seed={args.seed}\n"
         f"- augmentation (training batches): shift {args.shift:g}, rotation {args.rotation:g} degrees (all "
         f"models), mixup {args.mixup:g} (students); the teacher runs online on the students' views when "

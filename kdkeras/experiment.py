@@ -13,7 +13,7 @@ functions.
 Example:
 
 ```python
-recipe = kdkeras.Recipe(teacher_epochs=10, student_epochs=10, seed=0)
+recipe = kdkeras.Recipe(teacher_steps=2000, student_steps=2000, seed=0)  # or teacher_epochs=, student_epochs=
 (x, y), (x_test, y_test) = kdkeras.load_mnist_arrays("sample")
 teacher = kdkeras.experiment.train_teacher(kdkeras.build_teacher(seed=0), (x, y), recipe).model
 scratch = kdkeras.experiment.train_scratch(kdkeras.build_student(seed=0), (x, y), recipe).model
@@ -74,7 +74,7 @@ def train_teacher(teacher, train, recipe, *, validation_data=None, state=None, s
     Returns:
         A :class:`StageResult`.
     """
-    return _train_alone("teacher", teacher, train, recipe, recipe.teacher_epochs, mixup=0.0,
+    return _train_alone("teacher", teacher, train, recipe, recipe.epochs("teacher", len(train[0])), mixup=0.0,
                         validation_data=validation_data, state=state, strategy=strategy, verbose=verbose,
                         callbacks=callbacks)
 
@@ -87,7 +87,7 @@ def train_scratch(student, train, recipe, *, validation_data=None, state=None, s
     epochs and augmentation (mixup included), so the two students differ in
     the loss alone.
     """
-    return _train_alone("scratch", student, train, recipe, recipe.student_epochs, mixup=recipe.mixup,
+    return _train_alone("scratch", student, train, recipe, recipe.epochs("student", len(train[0])), mixup=recipe.mixup,
                         validation_data=validation_data, state=state, strategy=strategy, verbose=verbose,
                         callbacks=callbacks)
 
@@ -113,10 +113,11 @@ def distil(student, teacher, train, recipe, *, validation_data=None, state=None,
     """
     if state is not None and state.finished("distilled"):
         return state.load("distilled", strategy)
+    epochs = recipe.epochs("student", len(train[0]))
     keras.utils.set_random_seed(recipe.seed)
     with _scope(strategy):
         distiller = distiller_class(student=student, teacher=teacher, **distiller_kwargs)
-        distiller.compile(optimizer=_adam(recipe, recipe.student_epochs, len(train[0])),
+        distiller.compile(optimizer=_adam(recipe, epochs, len(train[0])),
                           metrics=[_accuracy_metric(recipe)], student_loss_fn=_hard_loss(recipe),
                           distillation_loss_fn=distillation_loss_fn or recipe.loss, alpha=recipe.alpha,
                           temperature=recipe.temperature)
@@ -124,7 +125,7 @@ def distil(student, teacher, train, recipe, *, validation_data=None, state=None,
     needs_teacher_features = any(term.teacher_layers for term in distiller.loss_terms)
     if recipe.cache and not recipe.augmented and not needs_teacher_features:
         elements = teacher_logit_arrays(teacher, elements, batch_size=recipe.batch_size)
-    history = _fit(distiller, "distilled", elements, recipe, recipe.student_epochs, recipe.mixup, validation_data,
+    history = _fit(distiller, "distilled", elements, recipe, epochs, recipe.mixup, validation_data,
                    state, verbose, callbacks, saved_model=student)
     return StageResult(student, history)
 
@@ -171,7 +172,7 @@ def _accuracy_metric(recipe):
 
 def _adam(recipe, epochs, num_examples):
     if recipe.lr_schedule == "cosine":
-        steps = epochs * -(-num_examples // recipe.batch_size)
+        steps = epochs * recipe.steps_per_epoch(num_examples)
         return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(recipe.learning_rate, steps))
     return keras.optimizers.Adam(recipe.learning_rate)
 

@@ -7,6 +7,10 @@ The two designs follow the classic Keras MNIST convnet article:
 - student: Conv2D(16, 3x3, ReLU) -> MaxPool(2) -> Flatten -> Dense(32, ReLU)
   -> Dense(num_classes)
 
+:func:`build_mlp` builds the fully connected nets of Hinton, Vinyals and Dean
+(2015): 784-1200-1200-10 with dropout as the large net, 784-800-800-10 as the
+small one.
+
 Both end in a linear layer (logits): distillation needs logits, not
 probabilities. Every layer has a stable name (``conv1``, ``pool1``, ...,
 ``logits``) so that users can address it, for example for feature hints.
@@ -14,7 +18,7 @@ probabilities. Every layer has a stable name (``conv1``, ``pool1``, ...,
 
 import keras
 
-__all__ = ["build_teacher", "build_student", "build_cnn"]
+__all__ = ["build_teacher", "build_student", "build_cnn", "build_mlp"]
 
 
 def _check_positive_ints(name, values):
@@ -161,3 +165,54 @@ def build_student(
         seed=seed,
         name=name,
     )
+
+
+def build_mlp(
+    hidden_units=(800, 800),
+    *,
+    dropout=0.0,
+    input_dropout=0.0,
+    input_shape=(28, 28, 1),
+    num_classes=10,
+    seed=None,
+    name="mlp",
+):
+    """Builds a ReLU multilayer perceptron with logits out: Flatten -> [Dense -> Dropout] x n -> logits.
+
+    ``build_mlp((1200, 1200), dropout=0.5, input_dropout=0.2)`` is the large
+    net of Hinton et al. (2015, section 3); ``build_mlp((800, 800))`` is their
+    small net, unregularized.
+
+    Args:
+        hidden_units: Widths of the hidden layers.
+        dropout: Dropout rate after every hidden layer (0: none).
+        input_dropout: Dropout rate on the flattened input (0: none).
+        input_shape: Input shape; flattened first.
+        num_classes: Number of output logits.
+        seed: Optional integer for reproducible initial weights and dropout masks.
+        name: Model name.
+
+    Returns:
+        An uncompiled ``keras.Sequential`` whose output is logits; layers are
+        named ``flatten``, ``dense1``, ``dense2``, ..., ``logits``.
+    """
+    hidden_units = tuple(hidden_units)
+    _check_positive_ints("hidden_units", hidden_units)
+    _check_positive_ints("num_classes", (num_classes,))
+    for rate_name, rate in (("dropout", dropout), ("input_dropout", input_dropout)):
+        if not (isinstance(rate, (int, float)) and 0 <= rate < 1):
+            raise ValueError(f"{rate_name} must be in [0, 1); received {rate!r}.")
+
+    def init(i):
+        return "glorot_uniform" if seed is None else keras.initializers.GlorotUniform(seed=seed + i)
+
+    layers = [keras.Input(shape=tuple(input_shape), name="image"), keras.layers.Flatten(name="flatten")]
+    if input_dropout:
+        layers.append(keras.layers.Dropout(input_dropout, seed=seed, name="input_dropout"))
+    for i, units in enumerate(hidden_units, start=1):
+        layers.append(keras.layers.Dense(units, activation="relu", kernel_initializer=init(i), name=f"dense{i}"))
+        if dropout:
+            layers.append(keras.layers.Dropout(dropout, seed=None if seed is None else seed + i,
+                                               name=f"dropout{i}"))
+    layers.append(keras.layers.Dense(num_classes, kernel_initializer=init(len(hidden_units) + 1), name="logits"))
+    return keras.Sequential(layers, name=name)

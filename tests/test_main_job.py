@@ -112,7 +112,7 @@ def test_help_documents_every_flag_with_default():
     proc = run_script("--help", timeout=60)
     assert proc.returncode == 0
     flags = [a.option_strings[-1] for a in cli.build_parser()._actions if a.option_strings and a.dest != "help"]
-    assert len(flags) == 21
+    assert len(flags) == 23
     for flag in flags:
         assert flag in proc.stdout, flag
     # Every flag's help shows its default, and the defaults are the Recipe's.

@@ -18,7 +18,14 @@ from kdkeras.data.mnist import (
     load_mnist_arrays,
     sample_path,
 )
-from kdkeras.data.pipeline import batched_dataset, fixed_epoch_order, make_dataset, steps_per_epoch
+from kdkeras.data.pipeline import (
+    batched_dataset,
+    fixed_epoch_order,
+    make_dataset,
+    steps_per_epoch,
+    stratified_indices,
+    validation_split,
+)
 
 __all__ = [
     "DatasetUnavailableError",
@@ -32,5 +39,7 @@ __all__ = [
     "make_dataset",
     "sample_path",
     "steps_per_epoch",
+    "stratified_indices",
     "teacher_logit_arrays",
+    "validation_split",
 ]

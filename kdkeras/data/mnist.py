@@ -30,7 +30,7 @@ from struct import error as struct_error
 
 import numpy as np
 
-from kdkeras.data.pipeline import make_dataset
+from kdkeras.data.pipeline import make_dataset, stratified_indices
 
 logger = logging.getLogger(__name__)
 
@@ -134,17 +134,7 @@ def _validated(x, y, where):
 
 def _stratified_split(y, test_fraction=SAMPLE_TEST_FRACTION):
     """Deterministic stratified split: the same indices on every machine."""
-    rng = np.random.default_rng(_SPLIT_SEED)
-    train_idx, test_idx = [], []
-    for c in np.unique(y):
-        idx = np.flatnonzero(y == c)
-        idx = idx[rng.permutation(len(idx))]
-        n_test = int(round(len(idx) * test_fraction))
-        test_idx.append(idx[:n_test])
-        train_idx.append(idx[n_test:])
-    train_idx = np.sort(np.concatenate(train_idx))
-    test_idx = np.sort(np.concatenate(test_idx))
-    return train_idx, test_idx
+    return stratified_indices(y, test_fraction, _SPLIT_SEED)
 
 
 def _load_npz(path):

@@ -12,9 +12,11 @@ passed explicitly. Random augmentation of the batches is
 :func:`kdkeras.augment.augment`, applied to the result.
 """
 
+import numpy as np
 import tensorflow as tf
 
-__all__ = ["batched_dataset", "fixed_epoch_order", "make_dataset", "steps_per_epoch"]
+__all__ = ["batched_dataset", "fixed_epoch_order", "make_dataset", "steps_per_epoch", "stratified_indices",
+           "validation_split"]
 
 
 def _check_batch_size(batch_size):
@@ -37,6 +39,61 @@ def _as_tensors(elements):
     if n <= 0:
         raise ValueError("Cannot make a dataset from an empty array (0 examples).")
     return tensors, n
+
+
+def stratified_indices(y, fraction, seed):
+    """Indices ``(kept, held_out)`` of a seeded split that holds out ``fraction`` of every class.
+
+    A function of the labels and the seed alone: the same on every machine and
+    every run. Both index arrays are sorted.
+    """
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) == 0:
+        raise ValueError(f"y must be a non-empty 1-D array of labels; received shape {y.shape}.")
+    if not 0 < fraction < 1:
+        raise ValueError(f"The held-out fraction must be in (0, 1); received {fraction!r}.")
+    rng = np.random.default_rng(seed)
+    kept, held_out = [], []
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        idx = idx[rng.permutation(len(idx))]
+        n_out = int(round(len(idx) * fraction))
+        held_out.append(idx[:n_out])
+        kept.append(idx[n_out:])
+    return np.sort(np.concatenate(kept)), np.sort(np.concatenate(held_out))
+
+
+def validation_split(x, y, size=0.1, seed=0):
+    """Carves a stratified validation split out of training arrays.
+
+    Settings (temperature, alpha, budget, augmentation) are chosen on this
+    split; the test split is only for reporting. The split is a function of
+    the labels and ``seed``.
+
+    Args:
+        x: Training inputs (any array indexable by an index array).
+        y: Integer labels, shape ``(n,)``.
+        size: The validation share: a fraction in ``(0, 1)``, or a number of
+            examples (each class gives the same share, rounded, so the total is
+            within ``num_classes / 2`` of it).
+        seed: Seed of the split.
+
+    Returns:
+        ``((x_train, y_train), (x_val, y_val))``.
+
+    Example:
+
+    ```python
+    (x, y), test = kdkeras.load_mnist_arrays("path/to/mnist.npz")
+    train, val = kdkeras.data.validation_split(x, y, size=10_000, seed=0)
+    ```
+    """
+    y = np.asarray(y)
+    if len(x) != len(y):
+        raise ValueError(f"x and y differ in length: {len(x)} and {len(y)}.")
+    fraction = size / len(y) if isinstance(size, (int, np.integer)) and size >= 1 else size
+    kept, held_out = stratified_indices(y, fraction, seed)
+    return (x[kept], y[kept]), (x[held_out], y[held_out])
 
 
 def steps_per_epoch(num_examples, batch_size):

@@ -24,10 +24,11 @@ def atomic_path(path):
 
     When the block completes, the temporary file replaces ``path`` in one
     rename; when it raises (or is interrupted), the temporary file is removed
-    and any previous ``path`` stays as it was.
+    and any previous ``path`` stays as it was. Missing parent directories are created.
     """
     directory, name = os.path.split(os.path.abspath(os.fspath(path)))
     stem, ext = os.path.splitext(name)
+    os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{stem}.tmp-", suffix=ext, dir=directory)
     os.close(fd)
     try:

@@ -198,8 +198,9 @@ def run(args, recipe):
 def make_strategy(name):
     """Returns ``(strategy, is_chief)`` for ``--strategy``.
 
-    ``mirrored`` replicates the models on every local GPU (or the CPU when there
-    is none) and all-reduces the gradients. ``multiworker`` does the same across
+    ``mirrored`` replicates the models on every local GPU (when there is none,
+    on every logical CPU device: one unless the process configured more) and
+    all-reduces the gradients. ``multiworker`` does the same across
     machines described by ``TF_CONFIG``; every worker runs the same command, and
     only the chief (worker 0, or the task of type ``chief``) keeps the outputs.
     The global batch is ``--batch-size`` in every case: each replica gets an
@@ -208,6 +209,9 @@ def make_strategy(name):
     import tensorflow as tf
 
     if name == "mirrored":
+        cpus = tf.config.list_logical_devices("CPU")
+        if not tf.config.list_logical_devices("GPU") and len(cpus) > 1:
+            return tf.distribute.MirroredStrategy([d.name for d in cpus]), True
         return tf.distribute.MirroredStrategy(), True
     if name == "multiworker":
         strategy = tf.distribute.MultiWorkerMirroredStrategy()

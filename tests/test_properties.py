@@ -69,6 +69,55 @@ def test_every_loss_and_the_mixed_objective_are_finite_and_non_negative(name, re
     assert tried.n == LOSS_EXAMPLES
 
 
+CLAMPED = ("kl", "reverse_kl", "dkd")
+
+
+@pytest.mark.parametrize("name", CLAMPED)
+def test_the_clamp_only_hides_rounding(name, monkeypatch):
+    """Without the clamp at 0 the divergences are >= 0 up to float32 rounding of their terms."""
+    calls = []
+    monkeypatch.setattr(kdkeras.losses, "_non_negative", lambda d: calls.append(1) or d)
+    loss = kdkeras.losses.get(name)
+
+    @settings(max_examples=LOSS_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(logit_pairs(), temperatures)
+    def check(pair, temperature):
+        teacher, student = pair
+        raw = loss(teacher, student, temperature).numpy()
+        lt = log_softmax_np(teacher.astype(np.float64), temperature)
+        ls = log_softmax_np(student.astype(np.float64), temperature)
+        # The size of the summed terms: rounding is relative to it, not to the (possibly tiny) result.
+        scale = temperature**2 * (1.0 + (np.exp(lt) * (np.abs(lt) + np.abs(ls))
+                                         + np.exp(ls) * (np.abs(lt) + np.abs(ls))).sum(-1))
+        assert np.all(raw >= -1e-6 * scale), (raw, scale)
+
+    check()
+    assert calls, "the unclamped loss was not the one tested"
+
+
+def test_the_clamp_keeps_the_gradient_of_the_raw_value():
+    import tensorflow as tf
+
+    x = tf.Variable([1.0, 7.0, 2.5])
+    with tf.GradientTape(persistent=True) as tape:
+        raw = 3.0 * x - 5.0 * tf.ones(3)             # -2, 16, 2.5: one negative value
+        clamped = kdkeras.losses._non_negative(raw)
+    np.testing.assert_array_equal(clamped.numpy(), [0.0, 16.0, 2.5])
+    np.testing.assert_array_equal(tape.gradient(clamped, x).numpy(), [3.0, 3.0, 3.0])
+    # At the match the KL is 0 (possibly -1e-7 before the clamp) and its gradient T (p_s - p_t) is 0;
+    # next to it the gradient is still T (p_s - p_t), not cut to 0 where the value is clamped.
+    rng = np.random.default_rng(0)
+    teacher = rng.normal(size=(4, 10)).astype(np.float32)
+    for temperature in (1.0, 4.0):
+        student = tf.Variable(teacher + 1e-4 * rng.normal(size=(4, 10)).astype(np.float32))
+        with tf.GradientTape() as tape:
+            value = tf.reduce_sum(kdkeras.losses.kl_divergence(teacher, student, temperature))
+        grad = tape.gradient(value, student).numpy()
+        expected = temperature * (softmax_np(student.numpy(), temperature) - softmax_np(teacher, temperature))
+        np.testing.assert_allclose(grad, expected, atol=2e-6)
+        assert np.abs(grad).max() > 1e-6
+
+
 @pytest.mark.parametrize("name", kdkeras.losses.available())
 @settings(max_examples=60, deadline=None)
 @given(st.data())

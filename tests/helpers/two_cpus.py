@@ -1,0 +1,15 @@
+"""Runs the main job with the CPU split into two logical devices: ``--strategy mirrored`` gets two replicas.
+
+    python tests/helpers/two_cpus.py [main job flags...]
+"""
+
+import sys
+
+import tensorflow as tf
+
+from kdkeras import cli
+
+if __name__ == "__main__":
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    sys.exit(cli.main(sys.argv[1:]))

@@ -317,13 +317,19 @@ def available():
     return sorted(_REGISTRY)
 
 
-def _positional_arity(fn):
+def _is_two_argument_loss(fn):
+    """Whether ``fn`` is a Keras-style ``f(y_true, y_pred)``: two required positional arguments, no temperature.
+
+    Keras' loss functions take optional extras (``categorical_crossentropy(y_true,
+    y_pred, from_logits=False, ...)``), so only the required ones are counted.
+    """
     try:
-        params = inspect.signature(fn).parameters.values()
+        params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
-        return None
+        return False
     kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return sum(1 for p in params if p.kind in kinds)
+    required = [p for p in params.values() if p.kind in kinds and p.default is inspect.Parameter.empty]
+    return len(required) == 2 and "temperature" not in params
 
 
 def get(identifier):
@@ -364,7 +370,7 @@ def get(identifier):
     if isinstance(identifier, keras.losses.Loss):
         return keras_loss_on_soft_targets(identifier)
     if callable(identifier):
-        if _positional_arity(identifier) == 2:
+        if _is_two_argument_loss(identifier):
             return keras_loss_on_soft_targets(identifier)
         return identifier
     raise TypeError(

@@ -112,6 +112,16 @@ def test_total_loss_adds_the_weighted_terms(trained_teacher, sample_arrays):
     expected_rkd = 25 * ref_rkd_distance(t_out["t"].numpy(), s_out["s"].numpy()) + 50 * ref_rkd_angle(
         t_out["t"].numpy(), s_out["s"].numpy())
     np.testing.assert_allclose(r["rkd_loss"], expected_rkd, rtol=1e-3)
+    # FitNets: the mean over examples of the MSE between the 1x1-projected student conv1 and the teacher's conv1,
+    # computed here with NumPy from the adapter's kernel and bias (same spatial size: no resize).
+    with capture_outputs({"t": trained_teacher.get_layer("conv1")}) as t_out:
+        trained_teacher(x)
+    with capture_outputs({"s": d.student.get_layer("conv1")}) as s_out:
+        d.student(x)
+    kernel, bias = (w.astype(np.float64) for w in d.adapters[0].project.get_weights())
+    mapped = np.tensordot(s_out["s"].numpy().astype(np.float64), kernel[0, 0], axes=1) + bias
+    expected_hint = ((mapped - t_out["t"].numpy()) ** 2).reshape(len(x), -1).mean(-1).mean()
+    np.testing.assert_allclose(r["hint_loss"], expected_hint, rtol=1e-4)
 
 
 class SubclassedStudent(keras.Model):

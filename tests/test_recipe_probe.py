@@ -63,10 +63,11 @@ def test_probe_runs_with_a_teacher_ensemble(tmp_path):
     # Distilled from untrained teachers, the student learns little; alone on hard labels, a lot.
     runs = ((["--loss", "kl_standardized", "--temperature", "2", "--alpha", "0.5"], 0.0),
             (["--student", "scratch"], 0.5))
-    for extra, minimum in runs:
+    for k, (extra, minimum) in enumerate(runs):
+        saved = str(tmp_path / f"student{k}.keras")
         proc = subprocess.run(
             [sys.executable, os.path.join(ROOT, "scripts", "recipe_probe.py"), "--teacher", *paths,
-             "--epochs", "1", "--seed", "3", *extra],
+             "--epochs", "1", "--seed", "3", "--out", saved, *extra],
             capture_output=True, text=True, timeout=600, cwd=ROOT,
             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
         )
@@ -74,5 +75,8 @@ def test_probe_runs_with_a_teacher_ensemble(tmp_path):
         result = json.loads(proc.stdout.strip().splitlines()[-1])
         assert result["teacher_test_accuracy"] == pytest.approx(ensemble_accuracy, abs=1e-9)
         assert minimum <= result["test_accuracy"] <= 1.0
+        # The reported accuracy is the saved student's, measured here independently.
+        logits = keras.models.load_model(saved).predict(x_test, verbose=0)
+        assert result["test_accuracy"] == pytest.approx(float(np.mean(logits.argmax(-1) == y_test)), abs=1e-9)
         assert result["epochs"] == 1 and result["seed"] == 3
     keras.backend.clear_session()

@@ -1,5 +1,6 @@
 """scripts/compare_methods.py runs every method end to end (one epoch, one seed, one pair)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -17,7 +18,20 @@ def test_compare_methods_smoke(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = out.read_text()
+    record = json.loads((tmp_path / "results.json").read_text())
+    (run,) = record["test_accuracy"]["tiny"]
+    teacher, scratch = run["teacher"], run["scratch"]
+    assert teacher > 0.5 and scratch > 0.3
     for method in ("scratch", "kd", "dkd", "fitnets", "rkd", "dml", "born-again"):
-        assert f"| {method} | 0." in text, method
+        # Every row, exactly, rebuilt from the JSON: mean, std (0 for one seed), per seed, gap, beats scratch.
+        value = run[method]
+        if method == "scratch":
+            gap, beats = "0 %", "—"
+        else:
+            gap = f"{100 * (value - scratch) / (teacher - scratch):+.0f} %" if teacher > scratch else "n/a"
+            beats = "yes" if value > scratch else "**no**"
+        row = f"| {method} | {value:.4f} ± 0.0000 | {value:.3f} | {gap} | {beats} |"
+        assert row in text.splitlines(), (row, text)
+    assert f"| teacher | {teacher:.4f} ± 0.0000 | {teacher:.3f} | — | — |" in text.splitlines()
     assert "tiny student" in text and "bundled 5,000-digit MNIST sample" in text
     assert "seeds [0]" in text and "gap closed" in text

@@ -2,6 +2,12 @@
 
     python scripts/benchmark.py                       # CPU defaults, writes docs/benchmarks.md
     python scripts/benchmark.py --jit --precision mixed_bfloat16 --no-write
+    python scripts/benchmark.py --to-accuracy 0.985 --data ../shared/data/mnist.npz --seeds 0 1 2
+
+The last form measures time to accuracy instead (``scripts/time_to_accuracy.py``):
+the wall-clock time until each trainer's student first reaches the test accuracy
+``A``, on real data, with every epoch's time and accuracy in a JSON next to the
+report.
 
 Four trainers of the same article student CNN see the same batches of real MNIST
 digits (the bundled sample's training split, tiled to ``--samples``):
@@ -23,7 +29,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -49,6 +54,20 @@ def parse_args(argv=None):
                    help="also measure each trainer's peak memory in a fresh subprocess")
     p.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks.md"), help="markdown report")
     p.add_argument("--no-write", dest="write", action="store_false", help="print only")
+    p.add_argument("--json", default=None,
+                   help="result file (default: docs/results/benchmark_<date>.json or time_to_accuracy_<pair>.json)")
+    p.add_argument("--to-accuracy", type=float, default=None, metavar="A",
+                   help="measure the time until each trainer first reaches test accuracy A instead of epoch times")
+    p.add_argument("--data", default="sample", help="with --to-accuracy: sample, or an .npz in Keras' layout")
+    p.add_argument("--pair", default="article", choices=("article", "mlp"),
+                   help="with --to-accuracy: article CNN teacher -> article student, or the 784-1200-1200-10 "
+                        "MLP teacher (dropout, 2-pixel jitter) -> 784-800-800-10 MLP")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="with --to-accuracy")
+    p.add_argument("--max-epochs", type=int, default=12, help="with --to-accuracy: epochs per trainer at most")
+    p.add_argument("--teacher-epochs", type=int, default=6, help="with --to-accuracy")
+    p.add_argument("--temperature", type=float, default=4.0, help="with --to-accuracy")
+    p.add_argument("--alpha", type=float, default=0.1, help="with --to-accuracy")
+    p.add_argument("--learning-rate", type=float, default=1e-3, help="with --to-accuracy: Adam, constant")
     p.add_argument("--child", choices=CONFIGS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     for name in ("samples", "batch_size", "rounds"):
@@ -65,10 +84,10 @@ def make_data(samples, batch_size):
     (x, y), _ = kdkeras.load_mnist_arrays("sample")
     reps = -(-samples // len(x))
     x, y = np.concatenate([x] * reps)[:samples], np.concatenate([y] * reps)[:samples]
-    return kdkeras.make_dataset(x, y, batch_size, shuffle=True, seed=0)
+    return kdkeras.make_dataset(x, y, batch_size, shuffle=True, seed=0), (x, y)
 
 
-def make_trainer(name, teacher, ds, jit):
+def make_trainer(name, teacher, ds, jit, arrays, batch_size):
     """Returns ``(model, dataset, cache_seconds)`` for one configuration."""
     import keras
 
@@ -87,7 +106,8 @@ def make_trainer(name, teacher, ds, jit):
                       alpha=0.1, temperature=3.0, jit_compile=jit)
         if name == "kdkeras cached":
             start = time.perf_counter()
-            ds = kdkeras.cache_teacher_logits(teacher, ds, seed=0)
+            # From the arrays: the images are not copied through tf.data.
+            ds = kdkeras.cache_teacher_logits(teacher, arrays, batch_size=batch_size, seed=0)
             cache_seconds = time.perf_counter() - start
     else:
         from keras import distillation
@@ -118,7 +138,7 @@ def setup(args):
     warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
     keras.config.set_dtype_policy(args.precision)
     teacher = kdkeras.build_teacher(seed=0)
-    return teacher, make_data(args.samples, args.batch_size)
+    return (teacher, *make_data(args.samples, args.batch_size))
 
 
 def _rss_mib():
@@ -133,7 +153,7 @@ def child(args):
     """Two epochs of one trainer in a fresh process; prints its peak memory as JSON."""
     import threading
 
-    teacher, ds = setup(args)
+    teacher, ds, arrays = setup(args)
     before = _rss_mib()
     peak = [before]
     done = threading.Event()
@@ -144,7 +164,7 @@ def child(args):
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    model, data, _ = make_trainer(args.child, teacher, ds, args.jit)
+    model, data, _ = make_trainer(args.child, teacher, ds, args.jit, arrays, args.batch_size)
     timed_epoch(model, data)
     timed_epoch(model, data)
     done.set()
@@ -170,13 +190,10 @@ def measure_memory(args):
 
 
 def machine():
-    import tensorflow as tf
+    from kdkeras.provenance import provenance
 
-    gpus = tf.config.list_physical_devices("GPU")
-    device = ", ".join(tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus)
-    cpu = platform.processor() or platform.machine()
-    return (f"{device or 'no GPU'}; {os.cpu_count()} CPU cores ({cpu}); Python {platform.python_version()}, "
-            f"TensorFlow {tf.__version__}, Keras {__import__('keras').__version__}")
+    p = provenance()
+    return f"{p['machine']}; Python {p['python']}, TensorFlow {p['tensorflow']}, Keras {p['keras']}"
 
 
 def report(args, times, cache_seconds, peaks, when, where, command):
@@ -225,19 +242,84 @@ def report(args, times, cache_seconds, peaks, when, where, command):
     return "\n".join(header + lines) + "\n", checks
 
 
+def _pair(name):
+    import kdkeras
+
+    if name == "article":
+        return {"teacher": lambda seed: kdkeras.build_teacher(seed=seed),
+                "student": lambda seed: kdkeras.build_student(seed=seed + 1)}
+    return {"teacher": lambda seed: kdkeras.build_mlp((1200, 1200), dropout=0.5, input_dropout=0.2, seed=seed),
+            "student": lambda seed: kdkeras.build_mlp((800, 800), seed=seed + 1)}
+
+
+def to_accuracy(args, argv):
+    """The time-to-accuracy mode: writes the JSON and prepends its section to the report."""
+    import tensorflow as tf
+
+    import kdkeras
+    from kdkeras.atomic import write_text
+    from kdkeras.provenance import provenance
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the sibling script module
+    import time_to_accuracy as tta
+
+    import warnings
+
+    tf.get_logger().setLevel("ERROR")
+    warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
+    arrays = kdkeras.load_mnist_arrays(args.data)
+    settings = {"target": args.to_accuracy, "pair": args.pair, "max_epochs": args.max_epochs,
+                "teacher_epochs": args.teacher_epochs, "batch_size": args.batch_size,
+                "learning_rate": args.learning_rate, "temperature": args.temperature, "alpha": args.alpha}
+    start = time.perf_counter()
+    log = lambda m: print(f"[{(time.perf_counter() - start) / 60:5.1f} min] {m}", flush=True)  # noqa: E731
+    runs = [tta.run_seed(seed, _pair(args.pair), arrays, settings, log) for seed in args.seeds]
+    command = ["scripts/benchmark.py", *(argv if argv is not None else sys.argv[1:])]
+    record = {"provenance": provenance(command, data=f"{args.data}: {len(arrays[0][0]):,} training digits, "
+                                                     f"{len(arrays[1][0]):,} test digits"),
+              "settings": settings, "runs": runs, "summary": tta.summarize(runs, args.to_accuracy)}
+    text = tta.markdown(record)
+    print(text)
+    if args.write:
+        path = args.json or os.path.join(ROOT, "docs", "results", f"time_to_accuracy_{args.pair}.json")
+        write_text(path, json.dumps(record, indent=2) + "\n")
+        _prepend(args.out, text)
+        print(f"Wrote {path} and {args.out}")
+    return 0
+
+
+_INTRO = ("# Benchmarks\n\nWritten by `scripts/benchmark.py` (newest run first). Ratios are measured side "
+          "by side in one run; absolute times depend on the machine. Each run's numbers are also in the JSON "
+          "named in its section, under `docs/results/`.\n\n")
+
+
+def _prepend(path, text):
+    """Puts a new run's section at the top of the report, keeping the earlier ones."""
+    from kdkeras.atomic import write_text
+
+    previous = ""
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            old = f.read()
+        previous = old.split("\n## ", 1)[1] if "\n## " in old else ""
+    write_text(path, _INTRO + text + ("\n## " + previous if previous else ""))
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.child:
         return child(args)
+    if args.to_accuracy is not None:
+        return to_accuracy(args, argv)
     import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")
-    teacher, ds = setup(args)
+    teacher, ds, arrays = setup(args)
     print(f"Building trainers ({args.samples:,} examples per epoch, batch {args.batch_size}, "
           f"{args.precision}{', XLA' if args.jit else ''})", flush=True)
     trainers, cache_seconds = {}, None
     for name in CONFIGS:
-        model, data, seconds = make_trainer(name, teacher, ds, args.jit)
+        model, data, seconds = make_trainer(name, teacher, ds, args.jit, arrays, args.batch_size)
         trainers[name] = (model, data)
         cache_seconds = seconds if seconds is not None else cache_seconds
         timed_epoch(model, data)  # warm-up: tracing, and tf.data's .cache() filled
@@ -254,19 +336,20 @@ def main(argv=None):
     text, checks = report(args, times, cache_seconds, peaks, when, machine(), command)
     print("\n" + text)
     if args.write:
-        intro = ("# Benchmarks\n\nWritten by `scripts/benchmark.py` (newest run first). Ratios are measured side "
-                 "by side in one run; absolute times depend on the machine.\n\n")
-        previous = ""
-        if os.path.exists(args.out):
-            with open(args.out, encoding="utf-8") as f:
-                old = f.read()
-            previous = old[len(intro):] if old.startswith(intro) else ""
-        from kdkeras.atomic import atomic_path
+        from kdkeras.atomic import write_text
+        from kdkeras.provenance import provenance
 
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with atomic_path(args.out) as tmp, open(tmp, "w", encoding="utf-8") as f:
-            f.write(intro + text + ("\n" + previous if previous else ""))
-        print(f"Wrote {args.out}")
+        path = args.json or os.path.join(ROOT, "docs", "results", f"benchmark_{when}.json")
+        record = {"provenance": provenance(["scripts/benchmark.py", *(argv if argv is not None else sys.argv[1:])],
+                                           data=f"bundled sample, tiled to {args.samples:,} examples per epoch"),
+                  "settings": {k: v for k, v in vars(args).items() if k in ("samples", "batch_size", "rounds", "jit",
+                                                                             "precision")},
+                  "epoch_seconds": times, "cache_seconds": cache_seconds, "peak_memory": peaks,
+                  "ratios": {target: ratio for target, ratio, _ in checks}}
+        write_text(path, json.dumps(record, indent=2) + "\n")
+        _prepend(args.out, text.replace("\n- machine:", f"\n- result file: `{os.path.relpath(path, ROOT)}`"
+                                                        "\n- machine:", 1))
+        print(f"Wrote {path} and {args.out}")
     return 0 if all(ok for _, _, ok in checks) else 1
 
 

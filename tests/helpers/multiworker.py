@@ -45,8 +45,6 @@ def _model(kind, strategy):
 
 
 def main(out, kind="distiller"):
-    import keras
-
     import kdkeras
 
     if "TF_CONFIG" in os.environ:

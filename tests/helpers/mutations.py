@@ -51,6 +51,42 @@ MUTATIONS = {
         "return _non_negative(tf.reduce_sum(pt * (log_pt - log_ps), axis=-1))",
         ["tests/test_losses.py"],
     ),
+    "KL with its two distributions swapped inside the log (negative, hidden by the clamp)": (
+        "losses.py",
+        "return _non_negative(tf.square(t) * tf.reduce_sum(pt * (log_pt - log_ps), axis=-1))",
+        "return _non_negative(tf.square(t) * tf.reduce_sum(pt * (log_ps - log_pt), axis=-1))",
+        ["tests/test_properties.py::test_the_clamp_only_hides_rounding"],
+    ),
+    "clamp that cuts the gradient where the value is clamped": (
+        "losses.py",
+        "return divergence + tf.stop_gradient(tf.maximum(divergence, 0.0) - divergence)",
+        "return tf.maximum(divergence, 0.0)",
+        ["tests/test_properties.py::test_the_clamp_keeps_the_gradient_of_the_raw_value"],
+    ),
+    "a Keras loss with optional arguments taken for a kdkeras loss": (
+        "losses.py",
+        "required = [p for p in params.values() if p.kind in kinds and p.default is inspect.Parameter.empty]",
+        "required = [p for p in params.values() if p.kind in kinds]",
+        ["tests/test_api_contracts.py::test_two_argument_keras_loss_is_applied_to_the_softened_distributions"],
+    ),
+    "prediction plot marks the right predictions instead of the wrong ones": (
+        "plotting.py",
+        'f"{name}: {names[p[i]]}" + ("" if ok else "  ✗"),',
+        'f"{name}: {names[p[i]]}" + ("  ✗" if ok else ""),',
+        ["tests/test_plotting_and_evaluation.py::test_plot_predictions_marks_mistakes"],
+    ),
+    "the main job ignores the step budget (always 100 epochs)": (
+        "recipe.py",
+        'return max(1, round(getattr(self, f"{stage}_steps") / self.steps_per_epoch(num_examples)))',
+        "return 100",
+        ["tests/test_budget_and_split.py"],
+    ),
+    "validation split that leaks training digits": (
+        "data/pipeline.py",
+        "    return (x[kept], y[kept]), (x[held_out], y[held_out])",
+        "    return (x, y), (x[held_out], y[held_out])",
+        ["tests/test_budget_and_split.py::test_validation_split_is_stratified_seeded_and_disjoint_from_test"],
+    ),
 }
 
 

@@ -1,0 +1,221 @@
+"""Wall-clock time until a distilled student first reaches a test accuracy, trainer against trainer.
+
+Used by ``python scripts/benchmark.py --to-accuracy A --data PATH`` (see its
+help). For every seed one teacher is trained (outside the clock) and one
+student initialisation is drawn; then every trainer starts from those same
+student weights and sees the same batches:
+
+- ``scratch``: the student alone on hard labels (the reference);
+- ``keras.distillation``: ``keras.distillation.Distiller`` with
+  ``LogitsDistillation(loss=keras.losses.KLDivergence())``;
+- ``keras.io example``: the keras.io "Knowledge Distillation" example's
+  ``Distiller``, its ``train_step`` written the way the example writes it
+  (teacher forward every step, softened softmaxes into ``KLDivergence``);
+- ``kdkeras online``: :class:`kdkeras.Distiller`, teacher run every step;
+- ``kdkeras cached``: the same on logits cached once (the cache build is on
+  its clock).
+
+The trainers take turns, one epoch each per round, so a slow patch of a shared
+machine hits them alike. After every epoch each student is evaluated on the
+test split with the clock stopped. The record keeps every epoch's time and
+accuracy, so the time to any accuracy can be read from it afterwards.
+"""
+
+import statistics
+import time
+
+import numpy as np
+
+TRAINERS = ("scratch", "keras.distillation", "keras.io example", "kdkeras online", "kdkeras cached")
+
+
+def _keras_io_distiller():
+    """The keras.io example's Distiller (classic ``train_step`` form), built on first use."""
+    import keras
+    import tensorflow as tf
+
+    class KerasIoDistiller(keras.Model):
+        def __init__(self, student, teacher):
+            super().__init__()
+            self.teacher = teacher
+            self.student = student
+
+        def compile(self, optimizer, student_loss_fn, distillation_loss_fn, alpha=0.1, temperature=3):
+            super().compile(optimizer=optimizer)
+            self.student_loss_fn = student_loss_fn
+            self.distillation_loss_fn = distillation_loss_fn
+            self.alpha = alpha
+            self.temperature = temperature
+            self.accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+
+        def train_step(self, data):
+            x, y = data
+            # Forward pass of teacher
+            teacher_predictions = self.teacher(x, training=False)
+            with tf.GradientTape() as tape:
+                # Forward pass of student
+                student_predictions = self.student(x, training=True)
+                # Compute losses
+                student_loss = self.student_loss_fn(y, student_predictions)
+                distillation_loss = self.distillation_loss_fn(
+                    tf.nn.softmax(teacher_predictions / self.temperature, axis=1),
+                    tf.nn.softmax(student_predictions / self.temperature, axis=1),
+                ) * self.temperature**2
+                loss = self.alpha * student_loss + (1 - self.alpha) * distillation_loss
+            # Compute gradients and update weights
+            gradients = tape.gradient(loss, self.student.trainable_variables)
+            self.optimizer.apply_gradients(zip(gradients, self.student.trainable_variables))
+            self.accuracy.update_state(y, student_predictions)
+            return {"accuracy": self.accuracy.result(), "student_loss": student_loss,
+                    "distillation_loss": distillation_loss}
+
+        def call(self, x):
+            return self.student(x)
+
+    return KerasIoDistiller
+
+
+def make_trainer(name, student, teacher, train, settings):
+    """``(model_to_fit, dataset, seconds spent before the first epoch)`` for one trainer."""
+    import keras
+
+    import kdkeras
+
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    t, alpha, batch = settings["temperature"], settings["alpha"], settings["batch_size"]
+    adam = keras.optimizers.Adam(settings["learning_rate"])
+    data = kdkeras.make_dataset(*train, batch, shuffle=True, seed=settings["seed"])
+    if name == "scratch":
+        student.compile(optimizer=adam, loss=ce)
+        return student, data, 0.0
+    if name == "keras.distillation":
+        from keras import distillation
+
+        model = distillation.Distiller(
+            teacher=teacher, student=student, student_loss_weight=alpha,
+            distillation_losses=distillation.LogitsDistillation(temperature=t, loss=keras.losses.KLDivergence()))
+        model.compile(optimizer=adam, loss=ce)
+        return model, data, 0.0
+    if name == "keras.io example":
+        model = _keras_io_distiller()(student=student, teacher=teacher)
+        model.compile(optimizer=adam, student_loss_fn=ce, distillation_loss_fn=keras.losses.KLDivergence(),
+                      alpha=alpha, temperature=t)
+        return model, data, 0.0
+    model = kdkeras.Distiller(student=student, teacher=teacher)
+    model.compile(optimizer=adam, student_loss_fn=ce, alpha=alpha, temperature=t)
+    if name == "kdkeras online":
+        return model, data, 0.0
+    start = time.perf_counter()
+    cached = kdkeras.cache_teacher_logits(teacher, train, batch_size=batch, shuffle=True, seed=settings["seed"])
+    return model, cached, time.perf_counter() - start
+
+
+def first_reach(accuracies, seconds, target):
+    """``(epochs, cumulative seconds)`` at the first epoch whose accuracy is >= target, or ``(None, None)``."""
+    elapsed = np.cumsum(seconds)
+    for epoch, accuracy in enumerate(accuracies):
+        if accuracy >= target:
+            return epoch + 1, float(elapsed[epoch])
+    return None, None
+
+
+def run_seed(seed, pair, arrays, settings, log):
+    """Trains every trainer for up to ``max_epochs`` in turns; returns their per-epoch records."""
+    import keras
+
+    import kdkeras
+    from kdkeras import experiment
+    from kdkeras.evaluation import accuracy
+
+    (x, y), (x_test, y_test) = arrays
+    start = time.perf_counter()
+    recipe = kdkeras.Recipe(teacher_epochs=settings["teacher_epochs"], shift=0.0, rotation=0.0, seed=seed,
+                            learning_rate=1e-3, lr_schedule="constant")
+    teacher_model = pair["teacher"](seed)
+    teacher = experiment.train_teacher(teacher_model, (x, y), recipe, verbose=0).model
+    teacher_accuracy = accuracy(teacher, x_test, y_test)
+    log(f"seed {seed}: teacher {teacher_accuracy:.4f} after {settings['teacher_epochs']} epochs "
+        f"({(time.perf_counter() - start) / 60:.1f} min, outside the clock)")
+    initial = pair["student"](seed).get_weights()
+    trainers = {}
+    for name in TRAINERS:
+        keras.utils.set_random_seed(seed)
+        student = pair["student"](seed)
+        student.set_weights(initial)
+        model, data, setup = make_trainer(name, student, teacher, (x, y), {**settings, "seed": seed})
+        trainers[name] = {"model": model, "student": student, "data": data, "setup_seconds": setup,
+                          "epoch_seconds": [], "accuracy": []}
+    for epoch in range(settings["max_epochs"]):
+        order = TRAINERS[epoch % len(TRAINERS):] + TRAINERS[: epoch % len(TRAINERS)]
+        for name in order:
+            t = trainers[name]
+            tick = time.perf_counter()
+            t["model"].fit(t["data"], epochs=1, verbose=0)
+            t["epoch_seconds"].append(time.perf_counter() - tick)
+            t["accuracy"].append(accuracy(t["student"], x_test, y_test))  # clock stopped
+        log(f"seed {seed} epoch {epoch + 1}: " + ", ".join(
+            f"{n} {trainers[n]['accuracy'][-1]:.4f} ({trainers[n]['epoch_seconds'][-1]:.1f} s)" for n in TRAINERS))
+    return {"seed": seed, "teacher_accuracy": teacher_accuracy,
+            "trainers": {n: {k: t[k] for k in ("setup_seconds", "epoch_seconds", "accuracy")}
+                         for n, t in trainers.items()}}
+
+
+def summarize(runs, target):
+    """Medians over seeds of the time and epochs to ``target`` and to the scratch student's best accuracy."""
+    summary = {}
+    for name in TRAINERS:
+        per_seed = []
+        for run in runs:
+            t = run["trainers"][name]
+            seconds = [s + (t["setup_seconds"] if i == 0 else 0.0) for i, s in enumerate(t["epoch_seconds"])]
+            scratch_best = max(run["trainers"]["scratch"]["accuracy"])
+            epochs, clock = first_reach(t["accuracy"], seconds, target)
+            epochs_best, clock_best = first_reach(t["accuracy"], seconds, scratch_best)
+            per_seed.append({"epochs_to_target": epochs, "seconds_to_target": clock,
+                             "epochs_to_scratch_best": epochs_best, "seconds_to_scratch_best": clock_best,
+                             "best_accuracy": max(t["accuracy"]), "median_epoch_seconds":
+                                 statistics.median(t["epoch_seconds"]), "setup_seconds": t["setup_seconds"]})
+
+        def median(key):
+            values = [p[key] for p in per_seed]
+            return statistics.median(values) if all(v is not None for v in values) else None
+
+        summary[name] = {"per_seed": per_seed, **{f"median_{k}": median(k) for k in per_seed[0]}}
+    reference = summary["keras.distillation"]["median_seconds_to_target"]
+    for name in TRAINERS:
+        mine = summary[name]["median_seconds_to_target"]
+        summary[name]["vs_keras_distillation"] = mine / reference if mine and reference else None
+    return summary
+
+
+def markdown(record):
+    s, target = record["summary"], record["settings"]["target"]
+    prov = record["provenance"]
+    fmt = lambda v, spec: "not reached" if v is None else format(v, spec)  # noqa: E731
+    lines = [
+        f"## {prov['date'][:10]} — time to {target:g} test accuracy, {record['settings']['pair']} pair",
+        "",
+        f"- command: `{prov['command']}`",
+        f"- machine: {prov['machine']}; TensorFlow {prov['tensorflow']}, Keras {prov['keras']}",
+        f"- data: {prov['data']}",
+        f"- method: per seed one teacher ({record['settings']['teacher_epochs']} epochs, outside the clock) and "
+        "one student initialisation shared by every trainer; trainers take turns one epoch each; the test split "
+        "is evaluated after every epoch with the clock stopped; cache building is on the cached trainer's clock. "
+        f"Batch {record['settings']['batch_size']}, Adam {record['settings']['learning_rate']:g}, "
+        f"T = {record['settings']['temperature']:g}, alpha = {record['settings']['alpha']:g}, no augmentation; "
+        f"medians over seeds {', '.join(str(r['seed']) for r in record['runs'])}; at most "
+        f"{record['settings']['max_epochs']} epochs.",
+        "",
+        f"| trainer | s to {target:g} | epochs to {target:g} | vs keras.distillation | s to scratch's best | "
+        "best accuracy | s/epoch |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, v in s.items():
+        lines.append(f"| {name} | {fmt(v['median_seconds_to_target'], '.1f')} | "
+                     f"{fmt(v['median_epochs_to_target'], 'g')} | {fmt(v['vs_keras_distillation'], '.2f')} | "
+                     f"{fmt(v['median_seconds_to_scratch_best'], '.1f')} | {v['median_best_accuracy']:.4f} | "
+                     f"{v['median_median_epoch_seconds']:.2f} |")
+    teachers = ", ".join(f"{r['teacher_accuracy']:.4f}" for r in record["runs"])
+    lines += ["", f"Teacher test accuracy per seed: {teachers}. A median is \"not reached\" when any seed did not "
+                  "reach the accuracy within the epochs allowed.", ""]
+    return "\n".join(lines)

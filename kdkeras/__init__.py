@@ -25,6 +25,8 @@ _EXPORTS = {
     "FeatureDistiller": "kdkeras.features",
     "MutualLearning": "kdkeras.mutual",
     "born_again": "kdkeras.mutual",
+    "ProbabilityTeacher": "kdkeras.teachers",
+    "TeacherEnsemble": "kdkeras.teachers",
     "Recipe": "kdkeras.recipe",
     "DatasetUnavailableError": "kdkeras.data",
     "cache_teacher_logits": "kdkeras.data",
@@ -39,7 +41,8 @@ _EXPORTS = {
     "build_teacher": "kdkeras.models",
 }
 _SUBMODULES = ("atomic", "augment", "callbacks", "checks", "data", "distiller", "distribute", "evaluation",
-               "experiment", "export", "features", "losses", "models", "mutual", "plotting", "provenance", "recipe", "terms")
+               "experiment", "export", "features", "losses", "models", "mutual", "plotting", "provenance", "recipe", "teachers",
+               "terms")
 # Entry points that parse their arguments before TensorFlow is needed.
 _COMMANDS = ("kdkeras-train-mnist", "train_mnist.py")
 

@@ -67,11 +67,17 @@ def check_model(model, role):
     if not isinstance(model, keras.Model):
         raise TypeError(f"{role} must be a keras.Model; received {model!r} of type {type(model).__name__}.")
     if applies_softmax(model):
+        way_through = (
+            ' For a trained teacher, pass teacher_outputs="probabilities" to the Distiller (it distils '
+            "its log-probabilities, which give exactly the same soft targets), or build it with "
+            "classifier_activation=None (keras.applications)." if role.startswith("teacher") else
+            " Use from_logits=True losses."
+        )
         raise ValueError(
             f"The {role} {model.name!r} ends in a softmax (last layer {_final_layer(model).name!r}), so it "
             "outputs probabilities. Distillation needs logits: rebuild the last layer without the "
-            'activation (e.g. Dense(num_classes) instead of Dense(num_classes, activation="softmax")) '
-            "and use from_logits=True losses."
+            'activation (e.g. Dense(num_classes) instead of Dense(num_classes, activation="softmax")).'
+            + way_through
         )
 
 

@@ -68,8 +68,9 @@ def build_parser():
     p.add_argument("--loss", default=_DEFAULTS.loss, help="distillation loss: a name from kdkeras.losses.available()")
     p.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="random seed (weights, shuffling)")
     p.add_argument("--out", default=None, help="output directory (default: runs/mnist/<timestamp>)")
-    p.add_argument("--teacher", default=None, metavar="PATH",
-                   help="load a trained teacher from this .keras file instead of training one")
+    p.add_argument("--teacher", default=None, nargs="+", metavar="PATH",
+                   help="load a trained teacher from this .keras file instead of training one; several files "
+                        "are distilled as their ensemble (the mean of their logits)")
     p.add_argument("--shift", type=float, default=_DEFAULTS.shift, metavar="FRACTION",
                    help="random shift of every training image, up to this fraction of its height and "
                         "width (kdkeras.augment; all three models; 0 turns it off). With any augmentation "
@@ -144,8 +145,9 @@ def _check_args(args):
                         "files); rerun the workers from the start.")
     if args.data not in ("auto", "tfds", "sample") and not _readable_file(args.data):
         raise UserError(f"--data {args.data!r} is not a readable file (or auto, tfds, sample).")
-    if args.teacher is not None and not _readable_file(args.teacher):
-        raise UserError(f"--teacher {args.teacher!r} is not a readable .keras file.")
+    for path in args.teacher or ():
+        if not _readable_file(path):
+            raise UserError(f"--teacher {path!r} is not a readable .keras file.")
     if args.strategy == "multiworker":
         _check_tf_config()
     _check_out(args)
@@ -281,12 +283,21 @@ def _load_teacher(args, strategy):
     from kdkeras.experiment import StageResult
     from kdkeras.distribute import multiworker_compatible
 
-    try:
-        with strategy.scope():
-            teacher = multiworker_compatible(keras.models.load_model(args.teacher))  # safe_mode on
-    except Exception as e:  # noqa: BLE001 - any unreadable model is a user error here
-        raise UserError(f"could not load --teacher {args.teacher!r}: {e}") from None
-    print(f"Teacher: loaded from {args.teacher}")
+    from kdkeras.teachers import TeacherEnsemble
+
+    members = []
+    with strategy.scope():
+        for path in args.teacher:
+            try:
+                members.append(multiworker_compatible(keras.models.load_model(path)))  # safe_mode on
+            except Exception as e:  # noqa: BLE001 - any unreadable model is a user error here
+                raise UserError(f"could not load --teacher {path!r}: {e}") from None
+        try:
+            teacher = members[0] if len(members) == 1 else TeacherEnsemble(members)
+        except ValueError as e:
+            raise UserError(f"--teacher: {e}") from None
+    print(f"Teacher: loaded from {' '.join(args.teacher)}"
+          + (f" (an ensemble of {len(members)}: the mean of their logits)" if len(members) > 1 else ""))
     return StageResult(teacher, {})
 
 
@@ -373,7 +384,7 @@ def _write_outputs(args, recipe, results, test, data_label, out_dir, is_chief):
 
 
 def _report(args, meta, table, exported):
-    teacher = args.epochs["teacher"] if not args.teacher else "loaded: " + args.teacher
+    teacher = args.epochs["teacher"] if not args.teacher else "loaded: " + ", ".join(args.teacher)
     return (
         "# kdkeras MNIST distillation report\n\n"
         f"- date: {meta['date']}\n- data: {meta['data']} (metrics on the test split)\n"

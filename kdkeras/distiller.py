@@ -17,6 +17,7 @@ import tensorflow as tf
 from kdkeras import checks
 from kdkeras import distribute as _distribute
 from kdkeras import losses as losses_module
+from kdkeras.teachers import as_teacher
 from kdkeras.terms import DistillationBatch, SoftTargetLoss, StudentLoss, capture_outputs, reduce_terms
 
 logger = logging.getLogger(__name__)
@@ -132,7 +133,13 @@ class Distiller(SoftTargetVariables, keras.Model):
 
     Args:
         student: The ``keras.Model`` to train; it must output logits.
-        teacher: The trained ``keras.Model``; logits of the same shape.
+        teacher: The trained ``keras.Model``; logits of the same shape. A list
+            of trained models is distilled as their ensemble (the mean of their
+            logits, :class:`kdkeras.TeacherEnsemble`).
+        teacher_outputs: ``"logits"`` (default) or ``"probabilities"`` for a
+            teacher that ends in a softmax: it is then wrapped in
+            :class:`kdkeras.ProbabilityTeacher`, whose log-probabilities give
+            exactly the same soft targets as its logits would.
         loss_terms: Extra :class:`kdkeras.terms.LossTerm` instances added to the
             loss (not saved in the config: a subclass that builds its terms in
             ``__init__``, like :class:`kdkeras.FeatureDistiller`, saves them).
@@ -158,8 +165,9 @@ class Distiller(SoftTargetVariables, keras.Model):
     """
 
 
-    def __init__(self, student, teacher, loss_terms=(), **kwargs):
+    def __init__(self, student, teacher, loss_terms=(), teacher_outputs="logits", **kwargs):
         super().__init__(**kwargs)
+        teacher = as_teacher(teacher, teacher_outputs)
         checks.check_model(student, "student")
         checks.check_model(teacher, "teacher")
         checks.check_same_outputs(teacher, student)

@@ -57,25 +57,13 @@ def standardized_kl(base_temperature):
 
 
 def load_teacher(paths):
-    """One loaded teacher, or an ensemble that averages the logits of several."""
+    """One loaded teacher, or a :class:`kdkeras.TeacherEnsemble` (the mean of their logits) of several."""
     import keras
-    import tensorflow as tf
+
+    import kdkeras
 
     teachers = [keras.models.load_model(p) for p in paths]
-    if len(teachers) == 1:
-        return teachers[0]
-
-    class TeacherEnsemble(keras.Model):
-        def __init__(self, members):
-            super().__init__(name="teacher_ensemble")
-            self.members = members
-
-        def call(self, x, training=False):
-            return tf.add_n([m(x, training=False) for m in self.members]) / len(self.members)
-
-    ensemble = TeacherEnsemble(teachers)
-    ensemble(tf.zeros((1,) + tuple(teachers[0].input_shape[1:])))
-    return ensemble
+    return teachers[0] if len(teachers) == 1 else kdkeras.TeacherEnsemble(teachers)
 
 
 def main(argv=None):

@@ -433,6 +433,13 @@ def test_a_loaded_teacher_is_the_one_distilled_and_no_cache_runs_it_online(finis
     assert runs["untrained"]["teacher"]["accuracy"] < 0.3
     assert runs["untrained"]["student (distilled)"]["accuracy"] < 0.4 < runs["cached"]["student (distilled)"]["accuracy"]
     assert runs["untrained"]["student (scratch)"]["accuracy"] == runs["cached"]["student (scratch)"]["accuracy"]
+    # Several --teacher files are distilled as their ensemble: the mean of their logits.
+    proc = run_script(*plain, "--teacher", str(trained), str(untrained), "--out", str(tmp_path / "ensemble"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "an ensemble of 2: the mean of their logits" in proc.stdout
+    mean_logits = sum(keras.models.load_model(t).predict(x_test, verbose=0) for t in (trained, untrained)) / 2
+    assert _models(tmp_path / "ensemble")["teacher"]["accuracy"] == pytest.approx(
+        np.mean(mean_logits.argmax(-1) == y_test), abs=1e-9)
 
 
 def test_console_script_behaves_like_the_script(tmp_path):

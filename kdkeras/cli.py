@@ -100,6 +100,9 @@ def build_parser():
                    help="also export the distilled student to export/ as a SavedModel and "
                         "TensorFlow Lite (float32 and dynamic-range int8), with their accuracy, "
                         "size and latency in metrics.json")
+    p.add_argument("--tensorboard", default=None, metavar="DIR",
+                   help="also log every stage's losses, accuracy, agreement, temperature and alpha per epoch "
+                        "for TensorBoard, to DIR/teacher, DIR/scratch and DIR/distilled")
     p.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2),
                    help="Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch")
     return p
@@ -145,6 +148,12 @@ def _check_args(args):
                         "files); rerun the workers from the start.")
     if args.data not in ("auto", "tfds", "sample") and not _readable_file(args.data):
         raise UserError(f"--data {args.data!r} is not a readable file (or auto, tfds, sample).")
+    if args.tensorboard:
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None:
+            raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard "
+                            '(or pip install "kdkeras[tensorboard]").')
     for path in args.teacher or ():
         if not _readable_file(path):
             raise UserError(f"--teacher {path!r} is not a readable .keras file.")
@@ -241,16 +250,36 @@ def _run(args, recipe, strategy, out_dir, is_chief):
     # 1. The teacher (or a trained one, loaded)
     teacher = _load_teacher(args, strategy) if args.teacher else _stage(
         "teacher", state, args, lambda: experiment.train_teacher(
-            _built(kdkeras.build_teacher, recipe, strategy), train, recipe, **stage))
+            _built(kdkeras.build_teacher, recipe, strategy), train, recipe, **stage, callbacks=_logs(args, "teacher")))
     # 2. The student from scratch, on hard labels: the baseline
     scratch = _stage("scratch", state, args, lambda: experiment.train_scratch(
-        _built(kdkeras.build_student, recipe, strategy, name="student_scratch"), train, recipe, **stage))
+        _built(kdkeras.build_student, recipe, strategy, name="student_scratch"), train, recipe, **stage,
+        callbacks=_logs(args, "scratch")))
     # 3. The same student, distilled from the teacher
     student = _stage("distilled", state, args, lambda: experiment.distil(
-        _built(kdkeras.build_student, recipe, strategy, name="student"), teacher.model, train, recipe, **stage))
+        _built(kdkeras.build_student, recipe, strategy, name="student"), teacher.model, train, recipe, **stage,
+        callbacks=_logs(args, "distilled", recipe)))
     # 4. Compare, write and plot
     models = {"teacher": teacher, "student (distilled)": student, "student (scratch)": scratch}
     return _write_outputs(args, recipe, models, test, data_label, out_dir, is_chief)
+
+
+def _logs(args, key, recipe=None):
+    """Keras' TensorBoard callback for one stage (none without --tensorboard).
+
+    For the distilled student a constant DistillationSchedule puts the
+    temperature and alpha into the epoch logs, so TensorBoard shows them too.
+    """
+    if not args.tensorboard:
+        return ()
+    import keras
+
+    from kdkeras.callbacks import DistillationSchedule
+
+    board = keras.callbacks.TensorBoard(log_dir=os.path.join(args.tensorboard, key), write_graph=False)
+    if recipe is None:
+        return (board,)
+    return (DistillationSchedule(temperature=recipe.temperature, alpha=recipe.alpha), board)
 
 
 def _load_data(args):

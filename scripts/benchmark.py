@@ -60,8 +60,8 @@ def parse_args(argv=None):
                    help="measure the time until each trainer first reaches test accuracy A instead of epoch times")
     p.add_argument("--data", default="sample", help="with --to-accuracy: sample, or an .npz in Keras' layout")
     p.add_argument("--pair", default="article", choices=("article", "mlp"),
-                   help="with --to-accuracy: article CNN teacher -> article student, or the 784-1200-1200-10 "
-                        "MLP teacher (dropout, 2-pixel jitter) -> 784-800-800-10 MLP")
+                   help="with --to-accuracy: article CNN teacher -> article student, or article CNN teacher -> "
+                        "Hinton et al.'s 784-800-800-10 MLP")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="with --to-accuracy")
     p.add_argument("--max-epochs", type=int, default=12, help="with --to-accuracy: epochs per trainer at most")
     p.add_argument("--teacher-epochs", type=int, default=6, help="with --to-accuracy")
@@ -248,7 +248,7 @@ def _pair(name):
     if name == "article":
         return {"teacher": lambda seed: kdkeras.build_teacher(seed=seed),
                 "student": lambda seed: kdkeras.build_student(seed=seed + 1)}
-    return {"teacher": lambda seed: kdkeras.build_mlp((1200, 1200), dropout=0.5, input_dropout=0.2, seed=seed),
+    return {"teacher": lambda seed: kdkeras.build_teacher(seed=seed),
             "student": lambda seed: kdkeras.build_mlp((800, 800), seed=seed + 1)}
 
 

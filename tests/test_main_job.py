@@ -32,9 +32,39 @@ def run_script(*args, timeout=300):
 def finished_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     proc = run_script("--data", "sample", "--teacher-epochs", "1", "--student-epochs", "1",
-                      "--verbose", "0", "--export", "--out", str(out))
+                      "--verbose", "0", "--export", "--tensorboard", str(out / "tb"), "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, proc
+
+
+def _scalars(directory):
+    """{tag: [values]} read back from the TensorBoard event files under ``directory``."""
+    import tensorflow as tf
+
+    values = {}
+    for path in tf.io.gfile.glob(os.path.join(str(directory), "events.out.tfevents.*")):
+        for record in tf.data.TFRecordDataset(path):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                values.setdefault(value.tag, []).append(float(tf.make_ndarray(value.tensor)))
+    return values
+
+
+def test_tensorboard_logs_every_stage(finished_run):
+    out, _ = finished_run
+    recipe = kdkeras.Recipe()
+    metrics = json.loads((out / "metrics.json").read_text())
+    for stage in ("teacher", "scratch"):
+        train = _scalars(out / "tb" / stage / "train")
+        assert {"epoch_loss", "epoch_accuracy"} <= set(train), train.keys()
+        assert "epoch_loss" in _scalars(out / "tb" / stage / "validation")
+    distilled = _scalars(out / "tb" / "distilled" / "train")
+    assert {"epoch_loss", "epoch_agreement", "epoch_distillation_loss", "epoch_student_loss"} <= set(distilled)
+    assert distilled["epoch_temperature"] == [recipe.temperature] and distilled["epoch_alpha"] == [recipe.alpha]
+    validation = _scalars(out / "tb" / "distilled" / "validation")
+    # The logged validation agreement is the one the report gives (the test split is the validation data).
+    assert validation["epoch_agreement"][-1] == pytest.approx(metrics["models"]["student (distilled)"]["agreement"],
+                                                              abs=1e-3)
 
 
 def test_writes_every_output(finished_run):
@@ -111,7 +141,7 @@ def test_help_documents_every_flag_with_default():
     proc = run_script("--help", timeout=60)
     assert proc.returncode == 0
     flags = [a.option_strings[-1] for a in cli.build_parser()._actions if a.option_strings and a.dest != "help"]
-    assert len(flags) == 23
+    assert len(flags) == 24
     for flag in flags:
         assert flag in proc.stdout, flag
     # Every flag's help shows its default, and the defaults are the Recipe's.
@@ -468,3 +498,12 @@ def test_recipe_probe_and_main_job_train_the_same_student(finished_run, tmp_path
         np.testing.assert_array_equal(a, b)
     fresh = kdkeras.build_student(seed=0).get_weights()
     assert max(np.abs(a - b).max() for a, b in zip(fresh, ours.get_weights())) > 1e-3  # it trained
+
+
+def test_tensorboard_without_the_package_is_one_line(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    with pytest.raises(cli.UserError, match="pip install tensorboard"):
+        cli._check_args(cli.build_parser().parse_args(["--tensorboard", str(tmp_path), "--out", str(tmp_path / "o")]))

@@ -10,7 +10,7 @@ from kdkeras import teachers
 
 
 def _two_teachers():
-    return kdkeras.build_teacher(seed=1), kdkeras.build_teacher(seed=2)
+    return kdkeras.build_teacher(seed=1, name="teacher_a"), kdkeras.build_teacher(seed=2, name="teacher_b")
 
 
 def test_ensemble_is_the_weighted_mean_of_the_logits(small_batch, tmp_path):
@@ -111,3 +111,34 @@ def test_keras_applications_teacher_with_its_default_softmax_distils_end_to_end(
     expected = 16.0 * (pt * (np.log(pt) - log_softmax_np(zs, 4.0))).sum(-1).mean()
     got = d.evaluate(x, y, batch_size=64, verbose=0, return_dict=True)["distillation_loss"]
     assert got == pytest.approx(expected, rel=1e-2, abs=2e-6)
+
+
+def test_a_step_with_an_ensemble_equals_a_step_with_one_model_that_outputs_the_mean(small_batch):
+    x, y = small_batch
+    a, b = _two_teachers()
+    inputs = keras.Input((28, 28, 1))
+    mean_model = keras.Model(inputs, keras.layers.Average()([a(inputs), b(inputs)]))
+    weights = []
+    for teacher in ([a, b], mean_model):
+        d = make_distiller(teacher, seed=3)
+        d.train_on_batch(x, y)
+        weights.append(d.student.get_weights())
+    for u, v in zip(*weights):
+        np.testing.assert_allclose(u, v, atol=1e-6)
+
+
+def test_probability_teacher_has_the_loss_and_gradient_of_its_logits_teacher(small_batch):
+    import tensorflow as tf
+
+    x, _ = small_batch
+    logits_teacher = kdkeras.build_teacher(seed=1)
+    wrapped = kdkeras.ProbabilityTeacher(_softmax_teacher(logits_teacher))
+    student = kdkeras.build_student(seed=0)
+    results = []
+    for teacher in (logits_teacher, wrapped):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(kdkeras.losses.kl_divergence(teacher(x), student(x), 4.0))
+        results.append((float(loss), tape.gradient(loss, student.trainable_variables)))
+    assert results[0][0] == pytest.approx(results[1][0], abs=1e-5)
+    for g1, g2 in zip(results[0][1], results[1][1]):
+        np.testing.assert_allclose(g1.numpy(), g2.numpy(), atol=1e-5)

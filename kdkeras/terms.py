@@ -201,7 +201,9 @@ def reduce_terms(terms, batch):
     weighted sum is divided once by the global batch size (the same under any
     number of replicas). A batch-level term is weighted by this replica's share
     of the global batch, so that the replicas' summed gradients are those of
-    the example-weighted mean.
+    the example-weighted mean. A per-example term with more axes than the batch
+    (a sequence model's per-step losses, ``[batch, steps]``) counts as the mean
+    over those axes for its example.
     """
     local_n = tf.cast(tf.shape(batch.student_logits)[0], tf.float32)
     if batch.sample_weight is None:
@@ -214,6 +216,8 @@ def reduce_terms(terms, batch):
     for term in terms:
         weight, values = term.current_weight(), term(batch)
         if term.per_example:
+            if values.shape.rank is not None and values.shape.rank > 1:
+                values = tf.reduce_mean(values, axis=list(range(1, values.shape.rank)))
             summed = tf.reduce_sum(example_weights * values)
             weighted_sum += weight * summed
             mean = summed / safe_n

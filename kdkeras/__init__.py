@@ -26,6 +26,7 @@ _EXPORTS = {
     "MutualLearning": "kdkeras.mutual",
     "born_again": "kdkeras.mutual",
     "ProbabilityTeacher": "kdkeras.teachers",
+    "FitImages": "kdkeras.data.images",
     "TeacherEnsemble": "kdkeras.teachers",
     "Recipe": "kdkeras.recipe",
     "DatasetUnavailableError": "kdkeras.data",
@@ -40,11 +41,11 @@ _EXPORTS = {
     "build_student": "kdkeras.models",
     "build_teacher": "kdkeras.models",
 }
-_SUBMODULES = ("atomic", "augment", "callbacks", "checks", "data", "distiller", "distribute", "evaluation",
+_SUBMODULES = ("atomic", "augment", "callbacks", "checks", "commands", "data", "distiller", "distribute", "evaluation",
                "experiment", "export", "features", "losses", "models", "mutual", "plotting", "provenance", "recipe", "teachers",
                "terms")
 # Entry points that parse their arguments before TensorFlow is needed.
-_COMMANDS = ("kdkeras-train-mnist", "train_mnist.py")
+_COMMANDS = ("kdkeras-train-mnist", "train_mnist.py", "kdkeras", "__main__.py", "-m")  # -m: python -m kdkeras
 
 __all__ = sorted(_EXPORTS) + ["augment", "callbacks", "data", "evaluation", "experiment", "export", "losses",
                               "plotting", "terms"]

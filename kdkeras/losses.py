@@ -76,29 +76,28 @@ def kl_divergence(teacher_logits, student_logits, temperature):
     Returns:
         Float32 tensor of shape ``[batch]``.
     """
-    zt, zs, t = _as_float32(teacher_logits, student_logits, temperature)
-    log_pt = tf.nn.log_softmax(zt / t, axis=-1)
-    log_ps = tf.nn.log_softmax(zs / t, axis=-1)
-    pt = tf.exp(log_pt)
-    return _non_negative(tf.square(t) * tf.reduce_sum(pt * (log_pt - log_ps), axis=-1))
+    log_pt, log_ps, t = _softened(teacher_logits, student_logits, temperature)
+    return _scaled_kl(log_pt, log_ps, t)
 
 
 def reverse_kl_divergence(teacher_logits, student_logits, temperature):
     """Reverse (mode-seeking) KL divergence ``T**2 * KL(p_s || p_t)`` per example.
 
-    Args:
-        teacher_logits: Teacher logits, shape ``[batch, classes]``.
-        student_logits: Student logits, same shape.
-        temperature: Softmax temperature ``T > 0`` (scalar).
-
-    Returns:
-        Float32 tensor of shape ``[batch]``.
+    Arguments and result as in :func:`kl_divergence`.
     """
+    log_pt, log_ps, t = _softened(teacher_logits, student_logits, temperature)
+    return _scaled_kl(log_ps, log_pt, t)
+
+
+def _softened(teacher_logits, student_logits, temperature):
+    """``(log p_t, log p_s, T)``: both log-softmaxes at temperature ``T``, in float32."""
     zt, zs, t = _as_float32(teacher_logits, student_logits, temperature)
-    log_pt = tf.nn.log_softmax(zt / t, axis=-1)
-    log_ps = tf.nn.log_softmax(zs / t, axis=-1)
-    ps = tf.exp(log_ps)
-    return _non_negative(tf.square(t) * tf.reduce_sum(ps * (log_ps - log_pt), axis=-1))
+    return tf.nn.log_softmax(zt / t, axis=-1), tf.nn.log_softmax(zs / t, axis=-1), t
+
+
+def _scaled_kl(log_p, log_q, t):
+    """``T**2 * KL(p || q)`` per example, from log-probabilities."""
+    return _non_negative(tf.square(t) * tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1))
 
 
 def soft_target_cross_entropy(teacher_logits, student_logits, temperature):
@@ -106,19 +105,10 @@ def soft_target_cross_entropy(teacher_logits, student_logits, temperature):
 
     It differs from :func:`kl_divergence` by ``T**2`` times the teacher's
     entropy, a constant for the student, so its gradient is the same.
-
-    Args:
-        teacher_logits: Teacher logits, shape ``[batch, classes]``.
-        student_logits: Student logits, same shape.
-        temperature: Softmax temperature ``T > 0`` (scalar).
-
-    Returns:
-        Float32 tensor of shape ``[batch]``.
+    Arguments and result as in :func:`kl_divergence`.
     """
-    zt, zs, t = _as_float32(teacher_logits, student_logits, temperature)
-    pt = tf.nn.softmax(zt / t, axis=-1)
-    log_ps = tf.nn.log_softmax(zs / t, axis=-1)
-    return -tf.square(t) * tf.reduce_sum(pt * log_ps, axis=-1)
+    log_pt, log_ps, t = _softened(teacher_logits, student_logits, temperature)
+    return -tf.square(t) * tf.reduce_sum(tf.exp(log_pt) * log_ps, axis=-1)
 
 
 def logit_mse(teacher_logits, student_logits, temperature):

@@ -119,14 +119,7 @@ def build_teacher(
         metrics=["accuracy"])
     ```
     """
-    return build_cnn(
-        conv_filters,
-        dense_units,
-        input_shape=input_shape,
-        num_classes=num_classes,
-        seed=seed,
-        name=name,
-    )
+    return build_cnn(conv_filters, dense_units, input_shape=input_shape, num_classes=num_classes, seed=seed, name=name)
 
 
 def build_student(
@@ -139,16 +132,8 @@ def build_student(
 ):
     """Builds the article's small student CNN (about 87k parameters on MNIST).
 
-    Args:
-        input_shape: Image shape ``(height, width, channels)``.
-        num_classes: Number of output logits.
-        conv_filters: Filters of the convolution block(s).
-        dense_units: Width of the hidden Dense layer.
-        seed: Optional integer for reproducible initial weights.
-        name: Model name.
-
-    Returns:
-        An uncompiled ``keras.Sequential`` that outputs logits.
+    Arguments and result as in :func:`build_teacher` (one convolution block
+    of 16 filters and a Dense layer of 32 by default).
 
     Example:
 
@@ -157,14 +142,7 @@ def build_student(
     student.summary()
     ```
     """
-    return build_cnn(
-        conv_filters,
-        dense_units,
-        input_shape=input_shape,
-        num_classes=num_classes,
-        seed=seed,
-        name=name,
-    )
+    return build_cnn(conv_filters, dense_units, input_shape=input_shape, num_classes=num_classes, seed=seed, name=name)
 
 
 def build_mlp(

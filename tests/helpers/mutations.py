@@ -47,14 +47,14 @@ MUTATIONS = {
     ),
     "KL without the T² factor": (
         "losses.py",
-        "return _non_negative(tf.square(t) * tf.reduce_sum(pt * (log_pt - log_ps), axis=-1))",
-        "return _non_negative(tf.reduce_sum(pt * (log_pt - log_ps), axis=-1))",
+        "return _non_negative(tf.square(t) * tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1))",
+        "return _non_negative(tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1))",
         ["tests/test_losses.py"],
     ),
     "KL with its two distributions swapped inside the log (negative, hidden by the clamp)": (
         "losses.py",
-        "return _non_negative(tf.square(t) * tf.reduce_sum(pt * (log_pt - log_ps), axis=-1))",
-        "return _non_negative(tf.square(t) * tf.reduce_sum(pt * (log_ps - log_pt), axis=-1))",
+        "return _non_negative(tf.square(t) * tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1))",
+        "return _non_negative(tf.square(t) * tf.reduce_sum(tf.exp(log_p) * (log_q - log_p), axis=-1))",
         ["tests/test_properties.py::test_the_clamp_only_hides_rounding"],
     ),
     "clamp that cuts the gradient where the value is clamped": (

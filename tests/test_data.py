@@ -135,7 +135,8 @@ def test_tfds_offline_fails_fast_with_alternatives(offline):
     start = time.monotonic()
     with pytest.raises(kdkeras.DatasetUnavailableError) as info:
         kdkeras.load_mnist(source="tfds", data_dir=offline)
-    assert time.monotonic() - start < 30
+    # tensorflow-datasets alone retries for minutes; the bound leaves room for a busy 2-core machine.
+    assert time.monotonic() - start < 90
     message = str(info.value)
     assert 'source="sample"' in message and "npz" in message
 
@@ -145,7 +146,7 @@ def test_auto_offline_falls_back_to_sample_with_warning(offline):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         arrays, used = kdkeras.load_mnist_arrays("auto", data_dir=offline, return_source=True)
-    assert time.monotonic() - start < 30
+    assert time.monotonic() - start < 90
     assert used == "sample" and len(arrays[0][0]) == 4000
     assert any("5,000-digit" in str(w.message) for w in caught)
 

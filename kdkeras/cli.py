@@ -71,6 +71,13 @@ def build_parser():
     p.add_argument("--teacher", default=None, nargs="+", metavar="PATH",
                    help="load a trained teacher from this .keras file instead of training one; several files "
                         "are distilled as their ensemble (the mean of their logits)")
+    _add_recipe_flags(p)
+    _add_run_flags(p)
+    return p
+
+
+def _add_recipe_flags(p):
+    """Flags of how the models train (augmentation, schedule, cache)."""
     p.add_argument("--shift", type=float, default=_DEFAULTS.shift, metavar="FRACTION",
                    help="random shift of every training image, up to this fraction of its height and "
                         "width (kdkeras.augment; all three models; 0 turns it off). With any augmentation "
@@ -85,9 +92,13 @@ def build_parser():
     p.add_argument("--no-cache", dest="cache", action="store_false",
                    help="run the teacher online every step instead of caching its logits once "
                         "(only without augmentation: augmented views always need the online teacher)")
+
+
+def _add_run_flags(p):
+    """Flags of where and how the job runs (strategy, resume, outputs)."""
     p.add_argument("--strategy", default="default", choices=("default", "mirrored", "multiworker"),
-                   help="tf.distribute strategy: default (one device), mirrored (all local GPUs, "
-                        "synchronous), multiworker (several machines; each runs this command "
+                   help="tf.distribute strategy: default (one device), mirrored (all local GPUs, or every "
+                        "logical CPU device when there is none; synchronous), multiworker (several machines; each runs this command "
                         "with its TF_CONFIG; the chief (worker 0) writes the outputs)")
     p.add_argument("--learning-rate", type=float, default=_DEFAULTS.learning_rate,
                    help="Adam learning rate for the teacher and both students")
@@ -105,7 +116,6 @@ def build_parser():
                         "for TensorBoard, to DIR/teacher, DIR/scratch and DIR/distilled")
     p.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2),
                    help="Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch")
-    return p
 
 
 

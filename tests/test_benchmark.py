@@ -26,6 +26,7 @@ def test_first_reach_counts_epochs_and_cumulative_seconds():
     assert tta.first_reach([0.5, 0.9], [2.0, 3.0], 0.95) == (None, None)
 
 
+@pytest.mark.slow
 def test_time_to_accuracy_runs_every_trainer_from_the_same_start(tmp_path):
     out, result = tmp_path / "b.md", tmp_path / "b.json"
     proc = subprocess.run(

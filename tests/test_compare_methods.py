@@ -5,9 +5,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow
 def test_compare_methods_smoke(tmp_path):
     out = tmp_path / "results.md"
     proc = subprocess.run(

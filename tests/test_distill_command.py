@@ -54,6 +54,7 @@ def test_rgb_npz_with_a_teacher_of_another_input_size(sample_arrays, tmp_path):
     assert student.input_shape == (None, 32, 32, 3)
 
 
+@pytest.mark.slow
 def test_image_folder_and_python_m(teacher_file, sample_arrays, tmp_path):
     (x, y), _ = sample_arrays
     folder = tmp_path / "digits"

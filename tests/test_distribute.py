@@ -57,6 +57,7 @@ def multiworker_runs(tmp_path_factory):
     return _runs(tmp_path_factory.mktemp("multiworker"))
 
 
+@pytest.mark.slow
 def test_multiworker_compatible_lets_a_plain_model_fit_on_two_workers(tmp_path):
     """Without kdkeras.multiworker_compatible a plain Keras model cannot fit on two workers; with it, it
     ends with the single process' weights."""

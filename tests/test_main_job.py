@@ -272,6 +272,7 @@ def mirrored_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_on_two_replicas_trains_like_one_device(mirrored_run, finished_run):
     # Two replicas share each global batch of 64 and all-reduce: the same models as one device, to rounding.
     mirrored, single = _accuracies(mirrored_run), _accuracies(finished_run[0])
@@ -280,6 +281,7 @@ def test_mirrored_strategy_on_two_replicas_trains_like_one_device(mirrored_run, 
         assert abs(single[name] - mirrored[name]) <= 0.005, (single, mirrored)
 
 
+@pytest.mark.slow
 def test_multiworker_strategy_two_workers_on_localhost(mirrored_run, tmp_path):
     """--strategy multiworker: two processes (TF_CONFIG on 127.0.0.1) train as one."""
     out = tmp_path / "mw"
@@ -318,6 +320,7 @@ def _comparable(out):
     return {name: {k: v for k, v in m.items() if "latency" not in k} for name, m in models.items()}
 
 
+@pytest.mark.slow
 def test_sigkilled_run_resumes_to_the_same_metrics(tmp_path, reliability):
     """SIGKILL during the distilled student's training, then --resume: identical metrics."""
     reference = run_script(*RESUME_ARGS, "--out", str(tmp_path / "ref"))
@@ -439,6 +442,7 @@ def _models(out):
     return json.loads((out / "metrics.json").read_text())["models"]
 
 
+@pytest.mark.slow
 def test_a_loaded_teacher_is_the_one_distilled_and_no_cache_runs_it_online(finished_run, sample_arrays, tmp_path):
     trained = finished_run[0] / "teacher.keras"
     untrained = tmp_path / "untrained.keras"

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "scripts", "reproduce_hinton.py")
@@ -35,6 +36,7 @@ def test_best_shift_is_chosen_on_the_given_logits():
     assert module.best_shift(logits, y, max_shift=20) == 1.75
 
 
+@pytest.mark.slow
 def test_reproduce_hinton_runs_end_to_end_on_the_sample(tmp_path):
     out, md = tmp_path / "h.json", tmp_path / "h.md"
     proc = subprocess.run(

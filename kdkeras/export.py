@@ -5,9 +5,12 @@ training-only adapters are not part of it). :func:`export_student` writes
 
 - ``saved_model/``: a TensorFlow SavedModel with a ``serve`` endpoint
   (``keras.Model.export``), for TF Serving and ``tf.saved_model.load``;
-- ``student_float32.tflite``: TensorFlow Lite, float32 weights;
-- ``student_int8.tflite``: TensorFlow Lite with dynamic-range quantisation
-  (weights stored as int8, activations float; about 4x smaller).
+- ``student_float32.tflite``: LiteRT (TensorFlow Lite), float32 weights;
+- ``student_int8.tflite``: LiteRT with dynamic-range quantisation (weights
+  stored as int8, activations float; about 4x smaller).
+
+Both ``.tflite`` files come from Keras' own ``model.export(path,
+format="litert")``.
 
 Every output is written under a temporary name and renamed when complete.
 :func:`tflite_predict` runs a ``.tflite`` file on a batch of images and
@@ -20,9 +23,11 @@ paths = kdkeras.export.export_student(student, "exported/")
 logits = kdkeras.export.tflite_predict(paths["tflite_float32"], x_test[:100])
 ```
 
-TensorFlow 2.21 marks ``tf.lite.Interpreter`` as deprecated in favour of the
-separate ``ai_edge_litert`` package; it still works, and kdkeras uses it so as
-not to add a dependency (the warning is silenced here).
+To run them, kdkeras uses the ``ai_edge_litert`` interpreter when it is
+installed (``pip install "kdkeras[litert]"``; TensorFlow 2.21 deprecates
+``tf.lite.Interpreter`` in its favour) and TensorFlow's own otherwise, whose
+deprecation warning (issued by its interpreter module) is not repeated on every
+call.
 """
 
 import os
@@ -86,19 +91,31 @@ def export_student(model, directory, tflite=True):
     if tflite:
         for key, quantize in (("tflite_float32", False), ("tflite_int8", True)):
             paths[key] = os.path.join(directory, f"student_{key.split('_')[1]}.tflite")
-            flatbuffer = to_tflite(paths["saved_model"], quantize=quantize)
+            options = {"optimizations": [tf.lite.Optimize.DEFAULT]} if quantize else {}
             with atomic_path(paths[key]) as tmp:
-                with open(tmp, "wb") as f:
-                    f.write(flatbuffer)
+                model.export(tmp, format="litert", verbose=False, **options)
     return paths
 
 
+def _interpreter_class():
+    """``ai_edge_litert``'s Interpreter when installed, else TensorFlow's."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        return None
+    return Interpreter
+
+
 def _interpreter(model):
+    interpreter_class = _interpreter_class()
+    kwargs = {"model_content": bytes(model)} if isinstance(model, (bytes, bytearray)) else {
+        "model_path": os.fspath(model)}
+    if interpreter_class is not None:
+        return interpreter_class(**kwargs)
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
-        if isinstance(model, (bytes, bytearray)):
-            return tf.lite.Interpreter(model_content=bytes(model))
-        return tf.lite.Interpreter(model_path=os.fspath(model))
+        # TensorFlow's interpreter warns that it is deprecated (in favour of ai_edge_litert) on every use.
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"tensorflow\.lite\.python\.interpreter")
+        return tf.lite.Interpreter(**kwargs)
 
 
 def tflite_predict(model, x, batch_size=256):

@@ -93,3 +93,20 @@ def test_latency_is_measured(exported, sample_arrays):
         laps.append(time.perf_counter() - start)
     reference_ms = float(np.median(laps[3:])) * 1000
     assert reference_ms / 5 < ms < reference_ms * 5, (ms, reference_ms)
+
+
+def test_both_interpreters_run_the_litert_files_alike(exported, sample_arrays, monkeypatch):
+    """ai_edge_litert's interpreter when installed (the dev extras install it), TensorFlow's otherwise:
+    the same logits, and TensorFlow's deprecation warning is not passed on."""
+    import warnings
+
+    _, paths, _ = exported
+    _, (x_test, _) = sample_arrays
+    assert export._interpreter_class() is not None  # ai-edge-litert is a dev extra
+    litert = export.tflite_predict(paths["tflite_int8"], x_test[:64])
+    monkeypatch.setattr(export, "_interpreter_class", lambda: None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fallback = export.tflite_predict(paths["tflite_int8"], x_test[:64])
+    np.testing.assert_allclose(litert, fallback, atol=1e-5)
+    assert not [w for w in caught if "deprecated" in str(w.message)], [str(w.message) for w in caught]

@@ -41,14 +41,14 @@ _EXPORTS = {
     "build_student": "kdkeras.models",
     "build_teacher": "kdkeras.models",
 }
-_SUBMODULES = ("atomic", "augment", "callbacks", "checks", "commands", "data", "distiller", "distribute", "evaluation",
-               "experiment", "export", "features", "losses", "models", "mutual", "plotting", "provenance", "recipe", "teachers",
-               "terms")
+_SUBMODULES = ("atomic", "augment", "callbacks", "checks", "commands", "data", "distiller", "distribute",
+               "evaluation", "experiment", "export", "features", "losses", "models", "mutual", "plotting", "provenance",
+               "recipe", "teachers", "terms")
 # Entry points that parse their arguments before TensorFlow is needed.
 _COMMANDS = ("kdkeras-train-mnist", "train_mnist.py", "kdkeras", "__main__.py", "-m")  # -m: python -m kdkeras
 
 __all__ = sorted(_EXPORTS) + ["augment", "callbacks", "data", "evaluation", "experiment", "export", "losses",
-                              "plotting", "terms"]
+                              "plotting", "teachers", "terms"]
 
 
 def __getattr__(name):

@@ -98,8 +98,8 @@ def _add_run_flags(p):
     """Flags of where and how the job runs (strategy, resume, outputs)."""
     p.add_argument("--strategy", default="default", choices=("default", "mirrored", "multiworker"),
                    help="tf.distribute strategy: default (one device), mirrored (all local GPUs, or every "
-                        "logical CPU device when there is none; synchronous), multiworker (several machines; each runs this command "
-                        "with its TF_CONFIG; the chief (worker 0) writes the outputs)")
+                        "logical CPU device when there is none; synchronous), multiworker (several machines; "
+                        "each runs this command with its TF_CONFIG; the chief (worker 0) writes the outputs)")
     p.add_argument("--learning-rate", type=float, default=_DEFAULTS.learning_rate,
                    help="Adam learning rate for the teacher and both students")
     p.add_argument("--resume", action="store_true",
@@ -109,7 +109,7 @@ def _add_run_flags(p):
                    help="enable TensorFlow op determinism (bit-identical reruns and resumes; slower)")
     p.add_argument("--export", action="store_true",
                    help="also export the distilled student to export/ as a SavedModel and "
-                        "TensorFlow Lite (float32 and dynamic-range int8), with their accuracy, "
+                        "LiteRT (float32 and dynamic-range int8), with their accuracy, "
                         "size and latency in metrics.json")
     p.add_argument("--tensorboard", default=None, metavar="DIR",
                    help="also log every stage's losses, accuracy, agreement, temperature and alpha per epoch "

@@ -23,7 +23,7 @@ def machine():
 
 
 def provenance(argv=None, data=None):
-    """A dict for a result file: ``command``, ``date``, ``machine``, ``python``, ``tensorflow``, ``keras``[, ``data``]."""
+    """A result file's header: ``command``, ``date``, ``machine``, ``python``, ``tensorflow``, ``keras``[, ``data``]."""
     argv = sys.argv if argv is None else argv
     versions = {}
     for name in ("tensorflow", "keras"):

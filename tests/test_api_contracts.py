@@ -58,13 +58,18 @@ def test_register_refuses_a_taken_name_unless_overwrite():
     teacher = np.random.default_rng(0).normal(size=(8, 10)).astype("float32")
     student = np.random.default_rng(1).normal(size=(8, 10)).astype("float32")
     name = "contract_test_loss"
+    def kl(t, s, temperature):
+        return kdkeras.losses.kl_divergence(t, s, temperature)
+
+    def double_kl(t, s, temperature):
+        return 2.0 * kdkeras.losses.kl_divergence(t, s, temperature)
+
     try:
-        kdkeras.losses.register(name, lambda t, s, temperature: kdkeras.losses.kl_divergence(t, s, temperature))
+        kdkeras.losses.register(name, kl)
         with pytest.raises(ValueError, match="already registered"):
-            kdkeras.losses.register(name, lambda t, s, temperature: 2.0 * kdkeras.losses.kl_divergence(t, s, temperature))
+            kdkeras.losses.register(name, double_kl)
         once = kdkeras.losses.get(name)(teacher, student, 2.0).numpy()
-        kdkeras.losses.register(name, lambda t, s, temperature: 2.0 * kdkeras.losses.kl_divergence(t, s, temperature),
-                                overwrite=True)
+        kdkeras.losses.register(name, double_kl, overwrite=True)
         twice = kdkeras.losses.get(name)(teacher, student, 2.0).numpy()
         np.testing.assert_allclose(twice, 2.0 * once, rtol=1e-6)
         with pytest.raises(ValueError, match="already registered"):

@@ -21,7 +21,6 @@ import os
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from kdkeras.data import mnist
 from kdkeras.data.mnist import load_mnist_arrays

@@ -147,7 +147,11 @@ def per_example_loss(fn, y, logits):
     ``f(y_true, y_pred)``; extra axes of its result are averaged.
     """
     values = fn.call(y, logits) if isinstance(fn, keras.losses.Loss) else fn(y, logits)
-    values = tf.cast(values, tf.float32)
+    return _mean_per_example(tf.cast(values, tf.float32))
+
+
+def _mean_per_example(values):
+    """``values`` with every axis after the batch axis averaged: shape ``[batch]``."""
     if values.shape.rank is not None and values.shape.rank > 1:
         values = tf.reduce_mean(values, axis=list(range(1, values.shape.rank)))
     return values
@@ -216,8 +220,7 @@ def reduce_terms(terms, batch):
     for term in terms:
         weight, values = term.current_weight(), term(batch)
         if term.per_example:
-            if values.shape.rank is not None and values.shape.rank > 1:
-                values = tf.reduce_mean(values, axis=list(range(1, values.shape.rank)))
+            values = _mean_per_example(values)
             summed = tf.reduce_sum(example_weights * values)
             weighted_sum += weight * summed
             mean = summed / safe_n

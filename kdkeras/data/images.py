@@ -24,12 +24,9 @@ import numpy as np
 
 from kdkeras.data import mnist
 from kdkeras.data.mnist import load_mnist_arrays
-from kdkeras.data.pipeline import stratified_indices
 
 __all__ = ["FitImages", "fit_images", "load_image_data", "with_input_shape"]
 
-_TEST_FRACTION = 0.2
-_SPLIT_SEED = 20150309
 
 
 def _as_images(x, where):
@@ -56,7 +53,8 @@ def _as_labels(y, n, where):
 
 
 def _split(x, y):
-    train, test = stratified_indices(y, _TEST_FRACTION, _SPLIT_SEED)
+    """80/20, stratified, with the fixed seed the bundled sample is split by."""
+    train, test = mnist.fixed_split(y)
     return (x[train], y[train]), (x[test], y[test])
 
 
@@ -104,7 +102,7 @@ def _from_tfds(spec):
     info_keys = builder.info.supervised_keys
     if not info_keys:
         raise ValueError(f"{spec}: {name!r} has no (image, label) supervised keys.")
-    if not builder.is_prepared() and not mnist._can_reach(*mnist._DOWNLOAD_PROBE, timeout=10.0):
+    if not builder.is_prepared() and not mnist.tfds_host_reachable(timeout=10.0):
         raise ValueError(f"{spec}: not prepared locally and the download host cannot be reached "
                          "(tensorflow-datasets would retry for minutes). Prepare it on a connected machine, "
                          "or pass an .npz file or an image folder.")

@@ -132,9 +132,17 @@ def _validated(x, y, where):
     return x, _prepare_labels(y, len(x), where)
 
 
-def _stratified_split(y, test_fraction=SAMPLE_TEST_FRACTION):
-    """Deterministic stratified split: the same indices on every machine."""
+def fixed_split(y, test_fraction=SAMPLE_TEST_FRACTION):
+    """``(train_indices, test_indices)`` of the fixed stratified split the bundled sample uses.
+
+    Deterministic: the same indices on every machine, whatever the user's seed.
+    """
     return stratified_indices(y, test_fraction, _SPLIT_SEED)
+
+
+def tfds_host_reachable(timeout=10.0):
+    """Whether tensorflow-datasets' download host answers within ``timeout`` seconds."""
+    return _can_reach(*_DOWNLOAD_PROBE, timeout)
 
 
 def _load_npz(path):
@@ -167,7 +175,7 @@ def _load_npz(path):
         return train, test
     if {"x", "y"} <= keys:
         x, y = _validated(arrays["x"], arrays["y"], path)
-        tr, te = _stratified_split(y)
+        tr, te = fixed_split(y)
         if len(tr) == 0 or len(te) == 0:
             raise ValueError(
                 f"{path}: {len(x)} examples are too few to split 80/20 into non-empty train "
@@ -213,8 +221,8 @@ def _tfds_arrays(data_dir=None, timeout=10.0):
         ) from e
     builder = tfds.builder("mnist", data_dir=data_dir)
     if not builder.is_prepared():
-        host, port = _DOWNLOAD_PROBE
-        if not _can_reach(host, port, timeout):
+        host = _DOWNLOAD_PROBE[0]
+        if not tfds_host_reachable(timeout):
             raise DatasetUnavailableError(
                 "MNIST is not prepared locally for tensorflow-datasets "
                 f"(data_dir={builder.data_dir!r}) and the download host {host} "

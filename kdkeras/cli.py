@@ -138,16 +138,30 @@ def recipe_from_args(args):
         raise UserError(f"--{field.replace('_', '-')} {str(e).split(' ', 1)[1]}") from None
 
 
-def _check_args(args):
+def check_distillation_args(args):
+    """``--loss``, ``--temperature``, ``--alpha`` and ``--tensorboard`` (both commands); returns the loss function."""
     import kdkeras
 
-    recipe = recipe_from_args(args)
     try:
         kdkeras.losses.check_temperature(args.temperature)
         kdkeras.losses.check_alpha(args.alpha)
         loss = kdkeras.losses.get(args.loss)
     except (ValueError, TypeError) as e:
         raise UserError(str(e)) from None
+    if args.tensorboard:
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None:
+            raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard "
+                            '(or pip install "kdkeras[tensorboard]").')
+    return loss
+
+
+def _check_args(args):
+    import kdkeras
+
+    recipe = recipe_from_args(args)
+    loss = check_distillation_args(args)
     if recipe.soft_labels and kdkeras.losses.takes_labels(loss):
         raise UserError(f"--loss {args.loss} needs each example's hard label, which mixup blends away; "
                         "pass --mixup 0 or another loss.")
@@ -158,12 +172,6 @@ def _check_args(args):
                         "files); rerun the workers from the start.")
     if args.data not in ("auto", "tfds", "sample") and not _readable_file(args.data):
         raise UserError(f"--data {args.data!r} is not a readable file (or auto, tfds, sample).")
-    if args.tensorboard:
-        import importlib.util
-
-        if importlib.util.find_spec("tensorboard") is None:
-            raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard "
-                            '(or pip install "kdkeras[tensorboard]").')
     for path in args.teacher or ():
         if not _readable_file(path):
             raise UserError(f"--teacher {path!r} is not a readable .keras file.")
@@ -316,27 +324,41 @@ def _built(builder, recipe, strategy, **kwargs):
         return builder(seed=recipe.seed, **kwargs)
 
 
-def _load_teacher(args, strategy):
+def load_teachers(paths, teacher_outputs="logits", wrap=None):
+    """The trained teacher(s) in ``paths`` as one logits model; several become their ensemble.
+
+    Each ``.keras`` file is loaded with ``safe_mode`` on and passed through
+    ``wrap`` when given; ``teacher_outputs`` is as in :class:`kdkeras.Distiller`.
+    Any problem is a one-line :class:`UserError` naming the file.
+    """
     import keras
 
-    from kdkeras.experiment import StageResult
-    from kdkeras.distribute import multiworker_compatible
-
-    from kdkeras.teachers import TeacherEnsemble
+    from kdkeras.teachers import as_teacher
 
     members = []
-    with strategy.scope():
-        for path in args.teacher:
-            try:
-                members.append(multiworker_compatible(keras.models.load_model(path)))  # safe_mode on
-            except Exception as e:  # noqa: BLE001 - any unreadable model is a user error here
-                raise UserError(f"could not load --teacher {path!r}: {e}") from None
+    for path in paths:
+        if not _readable_file(path):
+            raise UserError(f"--teacher {path!r} is not a readable .keras file.")
         try:
-            teacher = members[0] if len(members) == 1 else TeacherEnsemble(members)
-        except ValueError as e:
-            raise UserError(f"--teacher: {e}") from None
+            model = keras.models.load_model(path)  # safe_mode on
+        except Exception as e:  # noqa: BLE001 - any unreadable model is a user error here
+            raise UserError(f"could not load --teacher {path!r}: {e}") from None
+        members.append(wrap(model) if wrap else model)
+    try:
+        return as_teacher(members if len(members) > 1 else members[0], teacher_outputs)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"--teacher: {e}") from None
+
+
+def _load_teacher(args, strategy):
+    from kdkeras.distribute import multiworker_compatible
+    from kdkeras.experiment import StageResult
+
+    with strategy.scope():
+        teacher = load_teachers(args.teacher, wrap=multiworker_compatible)
+    n = len(args.teacher)
     print(f"Teacher: loaded from {' '.join(args.teacher)}"
-          + (f" (an ensemble of {len(members)}: the mean of their logits)" if len(members) > 1 else ""))
+          + (f" (an ensemble of {n}: the mean of their logits)" if n > 1 else ""))
     return StageResult(teacher, {})
 
 

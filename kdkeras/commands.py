@@ -19,14 +19,11 @@ import json
 import os
 import sys
 
+from kdkeras.cli import UserError, check_distillation_args, load_teachers
 from kdkeras.recipe import Recipe
 
 _DEFAULTS = Recipe(shift=0.0, rotation=0.0, temperature=4.0, alpha=0.1)
 BUILDERS = ("article", "tiny", "mlp:UNITS,...")
-
-
-class UserError(Exception):
-    """A mistake in the command line or its inputs: one line, exit status 2."""
 
 
 def build_distill_parser():
@@ -57,25 +54,6 @@ def build_distill_parser():
     p.add_argument("--tensorboard", default=None, metavar="DIR", help="TensorBoard logs of both students")
     p.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2))
     return p
-
-
-def _load_teachers(args):
-    import keras
-
-    from kdkeras.teachers import as_teacher
-
-    members = []
-    for path in args.teacher:
-        if not os.path.isfile(path):
-            raise UserError(f"--teacher {path!r} is not a readable .keras file.")
-        try:
-            members.append(keras.models.load_model(path))  # safe_mode on
-        except Exception as e:  # noqa: BLE001 - any unreadable model is a user error here
-            raise UserError(f"could not load --teacher {path!r}: {e}") from None
-    try:
-        return as_teacher(members if len(members) > 1 else members[0], args.teacher_outputs)
-    except (TypeError, ValueError) as e:
-        raise UserError(f"--teacher: {e}") from None
 
 
 def _num_classes(teacher, input_shape):
@@ -115,7 +93,8 @@ def prepare(args):
     from kdkeras import checks
     from kdkeras.data.images import fit_images, load_image_data, with_input_shape
 
-    teacher = _load_teachers(args)
+    check_distillation_args(args)
+    teacher = load_teachers(args.teacher, args.teacher_outputs)
     first = teacher.members[0] if hasattr(teacher, "members") else teacher
     first = getattr(first, "model", first)
     teacher_shape = tuple(getattr(first, "input_shape", (None,))[1:])
@@ -133,9 +112,10 @@ def prepare(args):
         teacher = with_input_shape(teacher, x.shape[1:])
     except ValueError as e:
         raise UserError(str(e)) from None
-    if _num_classes(student, x.shape[1:]) != num_classes:
-        raise UserError(f"the teacher predicts {num_classes} classes but the student "
-                        f"{_num_classes(student, x.shape[1:])}: they must match.")
+    student_classes = _num_classes(student, x.shape[1:])
+    if student_classes != num_classes:
+        raise UserError(f"the teacher predicts {num_classes} classes but the student {student_classes}: "
+                        "they must match.")
     top = int(max(y.max(), y_test.max()))
     if top >= num_classes:
         raise UserError(f"the data has labels up to {top}, but the teacher predicts {num_classes} classes.")
@@ -146,11 +126,6 @@ def prepare(args):
                         learning_rate=args.learning_rate, loss=args.loss, temperature=args.temperature,
                         alpha=args.alpha, shift=args.shift, rotation=args.rotation, seed=args.seed,
                         num_classes=num_classes)
-        from kdkeras import losses
-
-        losses.get(args.loss)
-        losses.check_temperature(args.temperature)
-        losses.check_alpha(args.alpha)
     except ValueError as e:
         raise UserError(str(e)) from None
     return teacher, student, scratch, (x, y), (x_test, y_test), recipe

@@ -23,7 +23,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import sys
 import time
 
@@ -125,6 +124,7 @@ def main(argv=None):
 
     import kdkeras
     from kdkeras.atomic import write_text
+    from kdkeras.provenance import machine
 
     arrays = kdkeras.load_mnist_arrays("sample")
     start = time.monotonic()
@@ -137,8 +137,7 @@ def main(argv=None):
     text = "\n".join([
         "# Distillation methods compared",
         "",
-        f"`{command}` on {datetime.date.today().isoformat()}, {platform.machine()} with "
-        f"{os.cpu_count()} CPU cores, no GPU; {minutes:.1f} minutes in all. Data: the **bundled 5,000-digit MNIST "
+        f"`{command}` on {datetime.date.today().isoformat()}, {machine()}; {minutes:.1f} minutes in all. Data: the **bundled 5,000-digit MNIST "
         "sample** (4,000 train / 1,000 test), not full MNIST. Teacher "
         f"{args.teacher_epochs} epochs; every student {args.epochs} epochs, batch 64, Adam 1e-3; T = {T:g}, "
         f"alpha = {ALPHA:g} (hard-label weight) for every KD variant, untuned; seeds {args.seeds}. "
@@ -154,7 +153,7 @@ def main(argv=None):
     else:
         write_text(args.out, text)
         record = {"command": command, "date": datetime.date.today().isoformat(),
-                  "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU",
+                  "machine": machine(),
                   "data": "bundled 5,000-digit MNIST sample, 4,000 train / 1,000 test (not full MNIST)",
                   "teacher_epochs": args.teacher_epochs, "student_epochs": args.epochs, "temperature": T,
                   "alpha": ALPHA, "seeds": args.seeds, "minutes": round(minutes, 2), "test_accuracy": runs}

@@ -13,9 +13,10 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import sys
+
+from kdkeras.provenance import machine
 
 MODELS = ("teacher", "student (scratch)", "student (distilled)")
 
@@ -64,7 +65,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     record = summarize(args.runs)
     record.update(command=args.command, summarized=datetime.datetime.now().isoformat(timespec="seconds"),
-                  machine=f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU")
+                  machine=machine())
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(record, f, indent=2)

@@ -268,21 +268,22 @@ def _run(args, recipe, strategy, out_dir, is_chief):
     # 1. The teacher (or a trained one, loaded)
     teacher = _load_teacher(args, strategy) if args.teacher else _stage(
         "teacher", state, args, lambda: experiment.train_teacher(
-            _built(kdkeras.build_teacher, recipe, strategy), train, recipe, **stage, callbacks=_logs(args, "teacher")))
+            _built(kdkeras.build_teacher, recipe, strategy), train, recipe, **stage,
+            callbacks=tensorboard_callbacks(args, "teacher")))
     # 2. The student from scratch, on hard labels: the baseline
     scratch = _stage("scratch", state, args, lambda: experiment.train_scratch(
         _built(kdkeras.build_student, recipe, strategy, name="student_scratch"), train, recipe, **stage,
-        callbacks=_logs(args, "scratch")))
+        callbacks=tensorboard_callbacks(args, "scratch")))
     # 3. The same student, distilled from the teacher
     student = _stage("distilled", state, args, lambda: experiment.distil(
         _built(kdkeras.build_student, recipe, strategy, name="student"), teacher.model, train, recipe, **stage,
-        callbacks=_logs(args, "distilled", recipe)))
+        callbacks=tensorboard_callbacks(args, "distilled", recipe)))
     # 4. Compare, write and plot
     models = {"teacher": teacher, "student (distilled)": student, "student (scratch)": scratch}
     return _write_outputs(args, recipe, models, test, data_label, out_dir, is_chief)
 
 
-def _logs(args, key, recipe=None):
+def tensorboard_callbacks(args, key, recipe=None):
     """Keras' TensorBoard callback for one stage (none without --tensorboard).
 
     For the distilled student a constant DistillationSchedule puts the

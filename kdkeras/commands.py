@@ -19,7 +19,7 @@ import json
 import os
 import sys
 
-from kdkeras.cli import UserError, check_distillation_args, load_teachers
+from kdkeras.cli import UserError, check_distillation_args, load_teachers, tensorboard_callbacks
 from kdkeras.recipe import Recipe
 
 _DEFAULTS = Recipe(shift=0.0, rotation=0.0, temperature=4.0, alpha=0.1)
@@ -133,8 +133,6 @@ def prepare(args):
 
 def distill(args):
     """Runs ``kdkeras distill`` with parsed arguments; returns the metrics dict."""
-    import keras
-
     from kdkeras import evaluation, experiment, plotting
     from kdkeras.atomic import write_text
     from kdkeras.data import validation_split
@@ -148,15 +146,13 @@ def distill(args):
           f"{epochs} epochs each")
     state = experiment.RunState(args.out, resume=args.resume)
 
-    def logs(key):
-        return (keras.callbacks.TensorBoard(os.path.join(args.tensorboard, key), write_graph=False),) \
-            if args.tensorboard else ()
-
     stage = dict(validation_data=val, state=state, verbose=args.verbose)
     print("Scratch student: hard labels")
-    scratch = experiment.train_scratch(scratch_model, train, recipe, callbacks=logs("scratch"), **stage)
+    scratch = experiment.train_scratch(scratch_model, train, recipe, **stage,
+                                       callbacks=tensorboard_callbacks(args, "scratch"))
     print(f"Distilled student: loss={recipe.loss}, T={recipe.temperature:g}, alpha={recipe.alpha:g}")
-    distilled = experiment.distil(student, teacher, train, recipe, callbacks=logs("distilled"), **stage)
+    distilled = experiment.distil(student, teacher, train, recipe, **stage,
+                                  callbacks=tensorboard_callbacks(args, "distilled"))
     models = {"teacher": teacher, "student (distilled)": distilled.model, "student (scratch)": scratch.model}
     metrics = evaluation.compare(models, test, teacher=teacher)
     table = evaluation.format_table(metrics)

@@ -3,6 +3,7 @@ teacher that expects another size, an image folder, a tfds set — and one-line 
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -73,7 +74,7 @@ def test_image_folder_and_python_m(teacher_file, sample_arrays, tmp_path):
     assert metrics["student (distilled)"]["accuracy"] > 0.4  # 288 training digits; chance is 0.1
 
 
-def test_tfds_dataset_through_mock_data(teacher_file, tmp_path, monkeypatch):
+def test_tfds_dataset_through_mock_data(teacher_file, tmp_path, monkeypatch, capsys):
     import tensorflow_datasets as tfds
 
     from kdkeras.data import mnist
@@ -83,8 +84,13 @@ def test_tfds_dataset_through_mock_data(teacher_file, tmp_path, monkeypatch):
     with tfds.testing.mock_data(num_examples=200):
         assert _run("--teacher", teacher_file, "--student", "article", "--data", "tfds:mnist", "--epochs", "1",
                     "--out", out) == 0
-    assert _metrics(out)["student (distilled)"]["accuracy"] >= 0.0  # mock images are noise: it ran end to end
-    assert (out / "student.keras").exists()
+    # The tfds "train" split trains (about 90/10 with validation) and its "test" split tests: 200 mock examples
+    # each. (A loader that split "train" 80/20 instead would report 160 and 40.)
+    found = re.search(r"tfds:mnist: (\d+) train, (\d+) validation, (\d+) test, images \(28, 28, 1\), 10 classes",
+                      capsys.readouterr().out)
+    assert found and int(found[1]) + int(found[2]) == 200 and int(found[3]) == 200, found
+    assert (out / "student.keras").exists() and set(_metrics(out)) == {"teacher", "student (distilled)",
+                                                                      "student (scratch)"}
 
 
 @pytest.mark.parametrize("case, fragment", [

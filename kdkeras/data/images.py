@@ -106,9 +106,6 @@ def _from_tfds(spec):
         raise ValueError(f"{spec}: not prepared locally and the download host cannot be reached "
                          "(tensorflow-datasets would retry for minutes). Prepare it on a connected machine, "
                          "or pass an .npz file or an image folder.")
-    splits = list(builder.info.splits)
-    test_split = "test" if "test" in splits and split != "test" else None
-
     def arrays(which):
         xs, ys = [], []
         for x, y in tfds.as_numpy(tfds.load(name, split=which, as_supervised=True).batch(1024)):
@@ -120,7 +117,13 @@ def _from_tfds(spec):
         return _as_images(x, spec), _as_labels(y, len(x), spec)
 
     train = arrays(split)
-    return (train, arrays(test_split)) if test_split else _split(*train)
+    if split != "test":
+        # The split names are known only once the data is prepared (an unprepared builder lists none).
+        try:
+            return train, arrays("test")
+        except ValueError:  # no "test" split: hold out a fifth of the training split
+            pass
+    return _split(*train)
 
 
 def load_image_data(spec, image_size=None):

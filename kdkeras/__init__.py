@@ -44,6 +44,8 @@ _EXPORTS = {
 _SUBMODULES = ("atomic", "augment", "callbacks", "checks", "commands", "data", "distiller", "distribute",
                "evaluation", "experiment", "export", "features", "losses", "models", "mutual", "plotting", "provenance",
                "recipe", "teachers", "terms")
+# Submodules that need an extra (pip install "kdkeras[tune]"): imported on first use only.
+_OPTIONAL = ("tuning",)
 # Entry points that parse their arguments before TensorFlow is needed.
 _COMMANDS = ("kdkeras-train-mnist", "train_mnist.py", "kdkeras", "__main__.py", "-m")  # -m: python -m kdkeras
 
@@ -56,13 +58,13 @@ def __getattr__(name):
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
         globals()[name] = value
         return value
-    if name in _SUBMODULES:
+    if name in _SUBMODULES or name in _OPTIONAL:
         return importlib.import_module(f"kdkeras.{name}")
     raise AttributeError(f"module 'kdkeras' has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS) | set(_SUBMODULES))
+    return sorted(set(globals()) | set(_EXPORTS) | set(_SUBMODULES) | set(_OPTIONAL))
 
 
 def _load_all():

@@ -36,7 +36,7 @@ from kdkeras import augment as augment_module
 from kdkeras.atomic import save_model, write_text
 from kdkeras.callbacks import AtomicBackupAndRestore, StopOnNonFinite, latest_backup_epoch
 from kdkeras.data import fixed_epoch_order, make_dataset, teacher_logit_arrays
-from kdkeras.distiller import Distiller
+from kdkeras.distiller import Distiller, cached_batch
 from kdkeras.distribute import multiworker_compatible
 
 logger = logging.getLogger(__name__)
@@ -93,7 +93,8 @@ def train_scratch(student, train, recipe, *, validation_data=None, state=None, s
 
 
 def distil(student, teacher, train, recipe, *, validation_data=None, state=None, strategy=None, verbose=2,
-           callbacks=(), distillation_loss_fn=None, distiller_class=Distiller, **distiller_kwargs):
+           callbacks=(), distillation_loss_fn=None, distiller_class=Distiller, teacher_logits=None,
+           **distiller_kwargs):
     """Distils ``teacher`` into ``student`` with a :class:`kdkeras.Distiller`.
 
     The teacher runs online on the student's augmented views when the recipe
@@ -107,6 +108,9 @@ def distil(student, teacher, train, recipe, *, validation_data=None, state=None,
             (for experiments with losses that are not registered).
         distiller_class: :class:`kdkeras.Distiller` or a subclass such as
             :class:`kdkeras.FeatureDistiller`; ``**distiller_kwargs`` go to it.
+        teacher_logits: Optional teacher logits for ``train``'s inputs, computed
+            earlier (e.g. once for every trial of a search); the teacher is then
+            not run. Only for recipes that do not augment.
 
     Returns:
         A :class:`StageResult` whose model is the student (not the Distiller).
@@ -123,11 +127,25 @@ def distil(student, teacher, train, recipe, *, validation_data=None, state=None,
                           temperature=recipe.temperature)
     elements = _labelled(train, recipe)
     needs_teacher_features = any(term.teacher_layers for term in distiller.loss_terms)
-    if recipe.cache and not recipe.augmented and not needs_teacher_features:
+    if teacher_logits is not None:
+        elements = _with_logits(elements, teacher_logits, recipe, needs_teacher_features)
+    elif recipe.cache and not recipe.augmented and not needs_teacher_features:
         elements = teacher_logit_arrays(teacher, elements, batch_size=recipe.batch_size)
     history = _fit(distiller, "distilled", elements, recipe, epochs, recipe.mixup, validation_data,
                    state, verbose, callbacks, saved_model=student)
     return StageResult(student, history)
+
+
+def _with_logits(elements, teacher_logits, recipe, needs_teacher_features):
+    """The cached-batch elements of ``(x, y)`` with logits computed earlier, after checking they can serve."""
+    if recipe.augmented or needs_teacher_features:
+        raise ValueError("teacher_logits cannot serve a recipe that augments its inputs or a loss on teacher "
+                         "features: the teacher must run online.")
+    x, y = elements
+    logits = tf.convert_to_tensor(teacher_logits)
+    if logits.shape[0] != len(x):
+        raise ValueError(f"teacher_logits has {logits.shape[0]} rows but train has {len(x)} examples.")
+    return (cached_batch(tf.convert_to_tensor(x), logits), y)
 
 
 def _train_alone(key, model, train, recipe, epochs, mixup, *, validation_data, state, strategy, verbose, callbacks):

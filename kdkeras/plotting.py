@@ -1,4 +1,4 @@
-"""Figures that show distillation at a glance: predictions, training curves, soft targets.
+"""Figures that show distillation at a glance: predictions, training curves, soft targets, a search.
 
 Every function returns a ``matplotlib.figure.Figure`` and, given ``path``,
 also writes it there atomically (to a temporary name, then renamed). They work
@@ -11,7 +11,7 @@ import numpy as np
 
 from kdkeras.atomic import atomic_path
 
-__all__ = ["plot_predictions", "plot_history", "plot_soft_targets", "save_figure"]
+__all__ = ["plot_predictions", "plot_history", "plot_soft_targets", "plot_trials", "save_figure"]
 
 _OK = "#1a7f37"
 _WRONG = "#cf222e"
@@ -223,3 +223,43 @@ def plot_soft_targets(teacher, x, temperatures=(1, 3, 10), index=0, class_names=
     if path is not None:
         save_figure(fig, path)
     return fig
+
+
+def plot_trials(rows, objective="val_accuracy", path=None):
+    """The trials of a search, one bar each (best at the top), labelled with their settings.
+
+    Args:
+        rows: Trial dicts as :func:`kdkeras.tuning.trial_table` returns them
+            (settings and ``objective``); trials without a value are left out.
+        objective: The key of the score.
+        path: Optional file to write the figure to.
+
+    Returns:
+        The ``matplotlib.figure.Figure``.
+    """
+    scored = sorted((r for r in rows if r.get(objective) is not None), key=lambda r: -r[objective])
+    if not scored:
+        raise ValueError(f"plot_trials needs at least one trial with a {objective!r} value.")
+    settings = [k for k in ("temperature", "alpha", "loss", "learning_rate") if k in scored[0]]
+    labels = [", ".join(f"{_SHORT.get(k, k)}={r[k]:g}" if isinstance(r[k], float) else f"{r[k]}" for k in settings)
+              for r in scored]
+    values = np.array([r[objective] for r in scored])
+    fig = _figure(figsize=(8, 1.2 + 0.32 * len(scored)))
+    ax = fig.subplots()
+    positions = np.arange(len(scored))[::-1]
+    ax.barh(positions, values, color=[_OK] + [_COLORS[0]] * (len(scored) - 1))
+    ax.set_yticks(positions, labels, fontsize=8)
+    low, high = float(values.min()), float(values.max())
+    pad = max(0.005, 0.15 * (high - low))
+    ax.set_xlim(max(0.0, low - pad), min(1.0, high + pad))
+    for y, v in zip(positions, values):
+        ax.text(v, y, f" {v:.4f}", va="center", fontsize=8)
+    ax.set(xlabel=objective.replace("_", " "), title=f"{len(scored)} trials (green: chosen)")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+_SHORT = {"temperature": "T", "alpha": "alpha", "learning_rate": "lr"}

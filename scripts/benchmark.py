@@ -68,6 +68,11 @@ def parse_args(argv=None):
     p.add_argument("--temperature", type=float, default=4.0, help="with --to-accuracy")
     p.add_argument("--alpha", type=float, default=0.1, help="with --to-accuracy")
     p.add_argument("--learning-rate", type=float, default=1e-3, help="with --to-accuracy: Adam, constant")
+    p.add_argument("--trainers", nargs="+", default=None, metavar="NAME",
+                   help="with --to-accuracy: the trainers to run (default: the five of the comparison; the levers: "
+                        "'kdkeras cached +spe', '+jit', '+bf16', '+batch', '+spe+jit', and 'bare step')")
+    p.add_argument("--steps-per-execution", type=int, default=16, help="with --to-accuracy: for the +spe levers")
+    p.add_argument("--large-batch", type=int, default=256, help="with --to-accuracy: for the +batch lever")
     p.add_argument("--child", choices=CONFIGS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     for name in ("samples", "batch_size", "rounds"):
@@ -270,10 +275,15 @@ def to_accuracy(args, argv):
     arrays = kdkeras.load_mnist_arrays(args.data)
     settings = {"target": args.to_accuracy, "pair": args.pair, "max_epochs": args.max_epochs,
                 "teacher_epochs": args.teacher_epochs, "batch_size": args.batch_size,
-                "learning_rate": args.learning_rate, "temperature": args.temperature, "alpha": args.alpha}
+                "learning_rate": args.learning_rate, "temperature": args.temperature, "alpha": args.alpha,
+                "steps_per_execution": args.steps_per_execution, "large_batch": args.large_batch}
+    names = tuple(args.trainers or tta.TRAINERS)
+    unknown = [n for n in names if n not in tta.ALL_TRAINERS]
+    if unknown:
+        raise SystemExit(f"benchmark.py: error: unknown trainer(s) {unknown}; choose from {list(tta.ALL_TRAINERS)}")
     start = time.perf_counter()
     log = lambda m: print(f"[{(time.perf_counter() - start) / 60:5.1f} min] {m}", flush=True)  # noqa: E731
-    runs = [tta.run_seed(seed, _pair(args.pair), arrays, settings, log) for seed in args.seeds]
+    runs = [tta.run_seed(seed, _pair(args.pair), arrays, settings, log, names) for seed in args.seeds]
     command = ["scripts/benchmark.py", *(argv if argv is not None else sys.argv[1:])]
     record = {"provenance": provenance(command, data=f"{args.data}: {len(arrays[0][0]):,} training digits, "
                                                      f"{len(arrays[1][0]):,} test digits"),

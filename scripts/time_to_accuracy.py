@@ -15,6 +15,15 @@ student weights and sees the same batches:
 - ``kdkeras cached``: the same on logits cached once (the cache build is on
   its clock).
 
+``--trainers`` picks others too (the levers, each one change to ``kdkeras
+cached``): ``+spe`` (``steps_per_execution``: several steps per
+``tf.function`` call), ``+jit`` (``jit_compile=True``), ``+bf16``
+(``mixed_bfloat16``), ``+batch`` (a larger batch, learning rate scaled by the
+square root of the batch ratio), ``+spe+jit``; and ``bare step``, the student's
+train step (the same loss on the same cached logits) called from a Python loop
+over in-memory tensors: no ``tf.data``, no ``fit``, no callbacks, the floor
+the cached Distiller's epoch is compared with.
+
 The trainers take turns, one epoch each per round, so a slow patch of a shared
 machine hits them alike. After every epoch each student is evaluated on the
 test split with the clock stopped. The record keeps every epoch's time and
@@ -27,6 +36,9 @@ import time
 import numpy as np
 
 TRAINERS = ("scratch", "keras.distillation", "keras.io example", "kdkeras online", "kdkeras cached")
+LEVERS = ("kdkeras cached +spe", "kdkeras cached +jit", "kdkeras cached +bf16", "kdkeras cached +batch",
+          "kdkeras cached +spe+jit", "bare step")
+ALL_TRAINERS = TRAINERS + LEVERS
 
 
 def _keras_io_distiller():
@@ -101,13 +113,69 @@ def make_trainer(name, student, teacher, train, settings):
         model.compile(optimizer=adam, student_loss_fn=ce, distillation_loss_fn=keras.losses.KLDivergence(),
                       alpha=alpha, temperature=t)
         return model, data, 0.0
+    if name == "bare step":
+        return _bare_step(student, teacher, train, settings)
+    if "+batch" in name:
+        batch = settings["large_batch"]
+        adam = keras.optimizers.Adam(settings["learning_rate"] * (batch / settings["batch_size"]) ** 0.5)
     model = kdkeras.Distiller(student=student, teacher=teacher)
-    model.compile(optimizer=adam, student_loss_fn=ce, alpha=alpha, temperature=t)
+    model.compile(optimizer=adam, student_loss_fn=ce, alpha=alpha, temperature=t, jit_compile="+jit" in name,
+                  steps_per_execution=settings["steps_per_execution"] if "+spe" in name else 1)
     if name == "kdkeras online":
         return model, data, 0.0
     start = time.perf_counter()
     cached = kdkeras.cache_teacher_logits(teacher, train, batch_size=batch, shuffle=True, seed=settings["seed"])
     return model, cached, time.perf_counter() - start
+
+
+class _BareStep:
+    """The student's train step from a Python loop over in-memory batches; ``fit(_, epochs=1)`` runs one epoch."""
+
+    def __init__(self, student, x, logits, y, settings):
+        import keras
+        import tensorflow as tf
+
+        from kdkeras import losses
+
+        self.student, self.settings = student, settings
+        self.optimizer = keras.optimizers.Adam(settings["learning_rate"])
+        self.optimizer.build(student.trainable_variables)
+        ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        t, alpha = settings["temperature"], settings["alpha"]
+        self.x, self.logits, self.y = (tf.convert_to_tensor(a) for a in (x, logits, y))
+        self.epoch = 0
+
+        @tf.function(jit_compile=False, reduce_retracing=True)
+        def step(xb, tb, yb):
+            with tf.GradientTape() as tape:
+                zs = student(xb, training=True)
+                loss = alpha * ce(yb, zs) + (1 - alpha) * tf.reduce_mean(losses.kl_divergence(tb, zs, t))
+            grads = tape.gradient(loss, student.trainable_variables)
+            self.optimizer.apply_gradients(zip(grads, student.trainable_variables))
+            return loss
+
+        self.step = step
+
+    def fit(self, _data=None, epochs=1, verbose=0):
+        import numpy as np
+        import tensorflow as tf
+
+        batch, n = self.settings["batch_size"], int(self.x.shape[0])
+        for _ in range(epochs):
+            order = tf.constant(np.random.default_rng((self.settings["seed"], self.epoch)).permutation(n))
+            x, t, y = (tf.gather(a, order) for a in (self.x, self.logits, self.y))
+            for start in range(0, n, batch):
+                self.step(x[start:start + batch], t[start:start + batch], y[start:start + batch])
+            self.epoch += 1
+
+
+def _bare_step(student, teacher, train, settings):
+    import kdkeras
+
+    start = time.perf_counter()
+    (cached, y) = kdkeras.data.teacher_logit_arrays(teacher, train, batch_size=settings["batch_size"])[:2]
+    model = _BareStep(student, train[0], cached["teacher_logits"], y, settings)
+    return model, None, time.perf_counter() - start
 
 
 def first_reach(accuracies, seconds, target):
@@ -119,7 +187,7 @@ def first_reach(accuracies, seconds, target):
     return None, None
 
 
-def run_seed(seed, pair, arrays, settings, log):
+def run_seed(seed, pair, arrays, settings, log, trainer_names=TRAINERS):
     """Trains every trainer for up to ``max_epochs`` in turns; returns their per-epoch records."""
     import keras
 
@@ -138,15 +206,18 @@ def run_seed(seed, pair, arrays, settings, log):
         f"({(time.perf_counter() - start) / 60:.1f} min, outside the clock)")
     initial = pair["student"](seed).get_weights()
     trainers = {}
-    for name in TRAINERS:
+    for name in trainer_names:
         keras.utils.set_random_seed(seed)
-        student = pair["student"](seed)
+        keras.config.set_dtype_policy("mixed_bfloat16" if "+bf16" in name else "float32")
+        student = pair["student"](seed)  # mixed_bfloat16 keeps float32 variables: the same initial weights fit
+        keras.config.set_dtype_policy("float32")
         student.set_weights(initial)
         model, data, setup = make_trainer(name, student, teacher, (x, y), {**settings, "seed": seed})
         trainers[name] = {"model": model, "student": student, "data": data, "setup_seconds": setup,
                           "epoch_seconds": [], "accuracy": []}
     for epoch in range(settings["max_epochs"]):
-        order = TRAINERS[epoch % len(TRAINERS):] + TRAINERS[: epoch % len(TRAINERS)]
+        names = tuple(trainer_names)
+        order = names[epoch % len(names):] + names[: epoch % len(names)]
         for name in order:
             t = trainers[name]
             tick = time.perf_counter()
@@ -154,7 +225,7 @@ def run_seed(seed, pair, arrays, settings, log):
             t["epoch_seconds"].append(time.perf_counter() - tick)
             t["accuracy"].append(accuracy(t["student"], x_test, y_test))  # clock stopped
         log(f"seed {seed} epoch {epoch + 1}: " + ", ".join(
-            f"{n} {trainers[n]['accuracy'][-1]:.4f} ({trainers[n]['epoch_seconds'][-1]:.1f} s)" for n in TRAINERS))
+            f"{n} {trainers[n]['accuracy'][-1]:.4f} ({trainers[n]['epoch_seconds'][-1]:.1f} s)" for n in trainer_names))
     return {"seed": seed, "teacher_accuracy": teacher_accuracy,
             "trainers": {n: {k: t[k] for k in ("setup_seconds", "epoch_seconds", "accuracy")}
                          for n, t in trainers.items()}}
@@ -163,12 +234,14 @@ def run_seed(seed, pair, arrays, settings, log):
 def summarize(runs, target):
     """Medians over seeds of the time and epochs to ``target`` and to the scratch student's best accuracy."""
     summary = {}
-    for name in TRAINERS:
+    names = list(runs[0]["trainers"])
+    for name in names:
         per_seed = []
         for run in runs:
             t = run["trainers"][name]
             seconds = [s + (t["setup_seconds"] if i == 0 else 0.0) for i, s in enumerate(t["epoch_seconds"])]
-            scratch_best = max(run["trainers"]["scratch"]["accuracy"])
+            scratch = run["trainers"].get("scratch")
+            scratch_best = max(scratch["accuracy"]) if scratch else 2.0  # 2.0: never reached (no scratch run)
             epochs, clock = first_reach(t["accuracy"], seconds, target)
             epochs_best, clock_best = first_reach(t["accuracy"], seconds, scratch_best)
             per_seed.append({"epochs_to_target": epochs, "seconds_to_target": clock,
@@ -181,10 +254,14 @@ def summarize(runs, target):
             return statistics.median(values) if all(v is not None for v in values) else None
 
         summary[name] = {"per_seed": per_seed, **{f"median_{k}": median(k) for k in per_seed[0]}}
-    reference = summary["keras.distillation"]["median_seconds_to_target"]
-    for name in TRAINERS:
+    reference = summary.get("keras.distillation", {}).get("median_seconds_to_target")
+    for name in names:
         mine = summary[name]["median_seconds_to_target"]
         summary[name]["vs_keras_distillation"] = mine / reference if mine and reference else None
+    if "bare step" in summary and "kdkeras cached" in summary:  # the Distiller's and tf.data's overhead
+        bare = summary["bare step"]["median_median_epoch_seconds"]
+        for name in names:
+            summary[name]["epoch_vs_bare_step"] = summary[name]["median_median_epoch_seconds"] / bare
     return summary
 
 
@@ -203,18 +280,20 @@ def markdown(record):
         "is evaluated after every epoch with the clock stopped; cache building is on the cached trainer's clock. "
         f"Batch {record['settings']['batch_size']}, Adam {record['settings']['learning_rate']:g}, "
         f"T = {record['settings']['temperature']:g}, alpha = {record['settings']['alpha']:g}, no augmentation; "
+        f"levers: steps_per_execution {record['settings'].get('steps_per_execution')}, larger batch "
+        f"{record['settings'].get('large_batch')} (learning rate x sqrt of the batch ratio); "
         f"medians over seeds {', '.join(str(r['seed']) for r in record['runs'])}; at most "
         f"{record['settings']['max_epochs']} epochs.",
         "",
         f"| trainer | s to {target:g} | epochs to {target:g} | vs keras.distillation | s to scratch's best | "
-        "best accuracy | s/epoch |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "best accuracy | s/epoch | epoch / bare step |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, v in s.items():
         lines.append(f"| {name} | {fmt(v['median_seconds_to_target'], '.1f')} | "
                      f"{fmt(v['median_epochs_to_target'], 'g')} | {fmt(v['vs_keras_distillation'], '.2f')} | "
                      f"{fmt(v['median_seconds_to_scratch_best'], '.1f')} | {v['median_best_accuracy']:.4f} | "
-                     f"{v['median_median_epoch_seconds']:.2f} |")
+                     f"{v['median_median_epoch_seconds']:.2f} | {fmt(v.get('epoch_vs_bare_step'), '.2f')} |")
     teachers = ", ".join(f"{r['teacher_accuracy']:.4f}" for r in record["runs"])
     lines += ["", f"Teacher test accuracy per seed: {teachers}. A median is \"not reached\" when any seed did not "
                   "reach the accuracy within the epochs allowed.", ""]

@@ -52,6 +52,14 @@ def trained_teacher(sample_arrays):
     return teacher
 
 
+@pytest.fixture(scope="session")
+def teacher_file(trained_teacher, tmp_path_factory):
+    """``trained_teacher`` saved as a ``.keras`` file, as the commands take it."""
+    path = tmp_path_factory.mktemp("teacher") / "teacher.keras"
+    trained_teacher.save(path)
+    return str(path)
+
+
 def make_distiller(teacher, seed=0, **compile_kwargs):
     """A Distiller of a fresh article student, compiled like the keras.io example."""
     student = kdkeras.build_student(seed=seed)

@@ -18,13 +18,6 @@ from kdkeras import commands
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", MPLBACKEND="Agg")
 
 
-@pytest.fixture(scope="module")
-def teacher_file(trained_teacher, tmp_path_factory):
-    path = tmp_path_factory.mktemp("teacher") / "teacher.keras"
-    trained_teacher.save(path)
-    return str(path)
-
-
 def _run(*argv):
     return commands.main(["distill", *map(str, argv), "--verbose", "0"])
 

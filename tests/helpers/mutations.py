@@ -21,6 +21,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 # name: (file in kdkeras/, original text, mutated text, tests that must fail)
 MUTATIONS = {
+    "tune scores its trials on the test split": (
+        "commands.py",
+        "tuner.search(train, validation_data=val, verbose=args.verbose)",
+        "tuner.search(train, validation_data=test, verbose=args.verbose)",
+        ["tests/test_tune.py::test_command_scores_trials_on_validation_and_tests_the_chosen_student_once"],
+    ),
+    "tune trials continue from the previous trial's weights": (
+        "tuning.py",
+        "        model.set_weights(self._initial_weights)\n",
+        "        model = self.student\n",
+        ["tests/test_tune.py::test_every_trial_starts_from_the_students_weights_with_its_own_settings"],
+    ),
     "hard-label loss against the teacher's top class": (
         "terms.py",
         "return per_example_loss(self.loss_fn, batch.labels, batch.student_logits)",

@@ -177,6 +177,9 @@ class StopOnNonFinite(keras.callbacks.Callback):
     ends as a silently NaN model. Files written before (checkpoints, saved
     models) are not touched.
 
+    With ``steps_per_execution > 1`` Keras reports once per call, so the step
+    named is the last of the call in which the loss became non-finite.
+
     Typical causes: a NaN or infinite value in an input batch, a learning rate
     that makes the weights diverge, or float16 overflow in a layer.
 

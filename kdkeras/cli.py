@@ -89,6 +89,9 @@ def _add_recipe_flags(p):
                         "one-hot labels; the teacher sees the blends online); 0 turns it off")
     p.add_argument("--lr-schedule", default=_DEFAULTS.lr_schedule, choices=("cosine", "constant"),
                    help="learning-rate schedule of every model: cosine decay to 0 over its epochs, or constant")
+    p.add_argument("--steps-per-execution", type=int, default=_DEFAULTS.steps_per_execution, metavar="N",
+                   help="at most N train steps per tf.function call (the largest divisor of the steps per epoch "
+                        "not above N: the same updates, fewer Python round trips); 1 turns it off")
     p.add_argument("--no-cache", dest="cache", action="store_false",
                    help="run the teacher online every step instead of caching its logits once "
                         "(only without augmentation: augmented views always need the online teacher)")

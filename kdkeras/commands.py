@@ -217,6 +217,7 @@ def tune(args):
     from kdkeras import evaluation, plotting
     from kdkeras.atomic import save_model, write_text
     from kdkeras.data import validation_split
+    from kdkeras.provenance import provenance
 
     try:
         from kdkeras import tuning
@@ -246,7 +247,8 @@ def tune(args):
     save_model(best, os.path.join(args.out, "student.keras"))
     metrics = evaluation.compare({"teacher": teacher, "student (chosen trial)": best}, test, teacher=teacher)
     table = evaluation.format_table(metrics)
-    result = {"run": {"date": datetime.datetime.now().isoformat(timespec="seconds"), "data": args.data,
+    result = {"provenance": provenance(["-m", "kdkeras", *args.argv], data=args.data),
+              "run": {"date": datetime.datetime.now().isoformat(timespec="seconds"), "data": args.data,
                       "args": dict(vars(args)), "epochs": epochs, "train_examples": len(train[0]),
                       "validation_examples": len(val[0]), "test_examples": len(test[0]),
                       "teacher_cache_seconds": getattr(tuner, "cache_seconds", None)},
@@ -301,6 +303,7 @@ def main(argv=None):
         return cli.main(argv[1:])
     command = argv[0]
     args = (build_distill_parser() if command == "distill" else build_tune_parser()).parse_args(argv[1:])
+    args.argv = argv  # the command line, for the result file's provenance
     if args.resume and args.out is None:
         print(f"kdkeras {command}: error: --resume continues the run in --out DIR; pass its directory.",
               file=sys.stderr)

@@ -124,7 +124,7 @@ def distil(student, teacher, train, recipe, *, validation_data=None, state=None,
         distiller.compile(optimizer=_adam(recipe, epochs, len(train[0])),
                           metrics=[_accuracy_metric(recipe)], student_loss_fn=_hard_loss(recipe),
                           distillation_loss_fn=distillation_loss_fn or recipe.loss, alpha=recipe.alpha,
-                          temperature=recipe.temperature)
+                          temperature=recipe.temperature, steps_per_execution=recipe.execution_steps(len(train[0])))
     elements = _labelled(train, recipe)
     needs_teacher_features = any(term.teacher_layers for term in distiller.loss_terms)
     if teacher_logits is not None:
@@ -155,7 +155,7 @@ def _train_alone(key, model, train, recipe, epochs, mixup, *, validation_data, s
     with _scope(strategy):
         model = multiworker_compatible(model)
         model.compile(optimizer=_adam(recipe, epochs, len(train[0])), loss=_hard_loss(recipe),
-                      metrics=[_accuracy_metric(recipe)])
+                      metrics=[_accuracy_metric(recipe)], steps_per_execution=recipe.execution_steps(len(train[0])))
     history = _fit(model, key, _labelled(train, recipe), recipe, epochs, mixup, validation_data, state, verbose,
                    callbacks, saved_model=model)
     return StageResult(model, history)

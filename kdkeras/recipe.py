@@ -41,6 +41,12 @@ class Recipe:
         mixup: Mixup strength for the students (``Beta(mixup, mixup)``; 0: off).
             With mixup every label is one-hot and the losses are categorical.
         cache: Cache the teacher's logits once when the inputs are not augmented.
+        steps_per_execution: At most this many train steps per ``tf.function``
+            call (Keras' ``compile(steps_per_execution=...)``; 1: off). The
+            stages use the largest divisor of the steps per epoch not above it
+            (:meth:`execution_steps`), so every epoch ends where it would with
+            one step per call and the updates are the same, only fewer Python
+            round trips.
         seed: Seed of the weights, the batch order and the augmentation.
         num_classes: Number of classes.
     """
@@ -59,12 +65,13 @@ class Recipe:
     rotation: float = 5.0
     mixup: float = 0.0
     cache: bool = True
+    steps_per_execution: int = 16
     seed: int = 0
     num_classes: int = 10
 
     def __post_init__(self):
         for name in ("teacher_steps", "student_steps", "teacher_epochs", "student_epochs", "batch_size",
-                     "num_classes"):
+                     "num_classes", "steps_per_execution"):
             value, minimum = getattr(self, name), 0 if name == "teacher_epochs" else 1  # 0: a loaded teacher
             if value is None and name.endswith("_epochs"):
                 continue
@@ -97,6 +104,12 @@ class Recipe:
         if num_examples < 1:
             raise ValueError(f"num_examples must be >= 1; received {num_examples!r}.")
         return -(-num_examples // self.batch_size)
+
+    def execution_steps(self, num_examples):
+        """Train steps per ``tf.function`` call on ``num_examples``: the largest divisor of the steps per
+        epoch that is at most ``steps_per_execution`` (63 steps and 16: 9)."""
+        steps = self.steps_per_epoch(num_examples)
+        return max(d for d in range(1, min(self.steps_per_execution, steps) + 1) if steps % d == 0)
 
     def epochs(self, stage, num_examples):
         """Epochs of ``stage`` (``"teacher"`` or ``"student"``) on ``num_examples`` training examples.

@@ -19,7 +19,7 @@ student weights and sees the same batches:
 cached``): ``+spe`` (``steps_per_execution``: several steps per
 ``tf.function`` call), ``+jit`` (``jit_compile=True``), ``+bf16``
 (``mixed_bfloat16``), ``+batch`` (a larger batch, learning rate scaled by the
-square root of the batch ratio), ``+spe+jit``; and ``bare step``, the student's
+square root of the batch ratio), ``+spe+jit``, ``+spe+bf16``; and ``bare step``, the student's
 train step (the same loss on the same cached logits) called from a Python loop
 over in-memory tensors: no ``tf.data``, no ``fit``, no callbacks, the floor
 the cached Distiller's epoch is compared with.
@@ -37,7 +37,7 @@ import numpy as np
 
 TRAINERS = ("scratch", "keras.distillation", "keras.io example", "kdkeras online", "kdkeras cached")
 LEVERS = ("kdkeras cached +spe", "kdkeras cached +jit", "kdkeras cached +bf16", "kdkeras cached +batch",
-          "kdkeras cached +spe+jit", "bare step")
+          "kdkeras cached +spe+jit", "kdkeras cached +spe+bf16", "bare step")
 ALL_TRAINERS = TRAINERS + LEVERS
 
 

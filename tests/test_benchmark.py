@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,3 +56,50 @@ def test_time_to_accuracy_runs_every_trainer_from_the_same_start(tmp_path):
         assert cached["seconds_to_target"] == pytest.approx(t["setup_seconds"] + sum(t["epoch_seconds"][:k]))
     text = out.read_text()
     assert text.startswith("# Benchmarks") and "time to 0.5 test accuracy" in text and "| kdkeras cached |" in text
+
+
+def test_lever_trainers_change_one_thing_each(trained_teacher, sample_arrays):
+    import keras
+
+    import kdkeras
+
+    tta = _tta()
+    (x, y), _ = sample_arrays
+    train = (x[:512], y[:512])
+    settings = {"temperature": 4.0, "alpha": 0.1, "batch_size": 64, "learning_rate": 1e-3, "seed": 0,
+                "steps_per_execution": 8, "large_batch": 256}
+    made = {}
+    for name in ("kdkeras cached", "kdkeras cached +spe", "kdkeras cached +jit", "kdkeras cached +batch"):
+        model, data, setup = tta.make_trainer(name, kdkeras.build_student(seed=1), trained_teacher, train, settings)
+        assert setup > 0  # every cached trainer builds its cache on its own clock
+        made[name] = (model, next(iter(data)))
+    spe = {n: m.steps_per_execution for n, (m, _) in made.items()}
+    assert spe == {"kdkeras cached": 1, "kdkeras cached +spe": 8, "kdkeras cached +jit": 1, "kdkeras cached +batch": 1}
+    assert [n for n, (m, _) in made.items() if m.jit_compile is True] == ["kdkeras cached +jit"]
+    batches = {n: int(b[1].shape[0]) for n, (_, b) in made.items()}
+    assert batches == {"kdkeras cached": 64, "kdkeras cached +spe": 64, "kdkeras cached +jit": 64,
+                       "kdkeras cached +batch": 256}
+    lrs = {n: float(keras.ops.convert_to_numpy(m.optimizer.learning_rate)) for n, (m, _) in made.items()}
+    assert lrs["kdkeras cached +batch"] == pytest.approx(2e-3) and lrs["kdkeras cached +spe"] == pytest.approx(1e-3)
+
+    # The bare step trains the student on the cached logits from a Python loop: one epoch moves the weights.
+    student = kdkeras.build_student(seed=1)
+    before = [w.copy() for w in student.get_weights()]
+    bare, data, setup = tta.make_trainer("bare step", student, trained_teacher, train, settings)
+    assert data is None and setup > 0
+    bare.fit(None, epochs=1)
+    assert any(not np.array_equal(a, b) for a, b in zip(before, student.get_weights()))
+
+
+def test_summary_reports_each_epoch_against_the_bare_step():
+    tta = _tta()
+    run = {"seed": 0, "teacher_accuracy": 0.99, "trainers": {
+        "keras.distillation": {"setup_seconds": 0.0, "epoch_seconds": [6.0, 6.0], "accuracy": [0.98, 0.99]},
+        "kdkeras cached": {"setup_seconds": 1.0, "epoch_seconds": [3.0, 3.0], "accuracy": [0.98, 0.99]},
+        "bare step": {"setup_seconds": 1.0, "epoch_seconds": [2.0, 2.0], "accuracy": [0.97, 0.99]}}}
+    summary = tta.summarize([run], 0.985)  # no scratch trainer in this run
+    assert summary["kdkeras cached"]["epoch_vs_bare_step"] == pytest.approx(1.5)
+    assert summary["keras.distillation"]["epoch_vs_bare_step"] == pytest.approx(3.0)
+    assert summary["kdkeras cached"]["median_seconds_to_target"] == pytest.approx(7.0)  # cache + 2 epochs
+    assert summary["kdkeras cached"]["vs_keras_distillation"] == pytest.approx(7.0 / 12.0)
+    assert summary["kdkeras cached"]["median_seconds_to_scratch_best"] is None

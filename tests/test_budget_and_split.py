@@ -100,3 +100,35 @@ def test_build_mlp_shapes_and_dropout():
     assert np.allclose(small(x, training=True), small(x, training=False))
     with pytest.raises(ValueError, match="dropout"):
         kdkeras.build_mlp((8,), dropout=1.0)
+
+
+@pytest.mark.parametrize("n, most, expected", [(4000, 16, 9), (60000, 16, 14), (3600, 16, 3), (64 * 13, 16, 13),
+                                               (64 * 13, 1, 1), (100, 16, 2), (10, 16, 1)])
+def test_steps_per_execution_divides_the_epoch(n, most, expected):
+    recipe = Recipe(steps_per_execution=most)
+    k = recipe.execution_steps(n)
+    assert k == expected and recipe.steps_per_epoch(n) % k == 0
+    with pytest.raises(ValueError, match="steps_per_execution must be an integer >= 1"):
+        Recipe(steps_per_execution=0)
+
+
+@pytest.mark.parametrize("stage", ["scratch", "distilled"])
+def test_several_steps_per_call_make_the_same_updates_and_epochs(stage, sample_arrays, trained_teacher):
+    """Steps per call change only how often Python is involved: the weights and the per-epoch logs match."""
+    (x, y), _ = sample_arrays
+    train = (x[:64 * 6 + 20], y[:64 * 6 + 20])  # 7 steps per epoch: 7 per call, and the last batch partial
+    results = {}
+    for most in (1, 16):
+        recipe = Recipe(student_epochs=2, shift=0.0, rotation=0.0, steps_per_execution=most, seed=4)
+        assert recipe.execution_steps(len(train[0])) == (1 if most == 1 else 7)
+        student = kdkeras.build_cnn((4,), 16, name="tiny", seed=2)
+        if stage == "scratch":
+            results[most] = experiment.train_scratch(student, train, recipe, verbose=0)
+        else:
+            results[most] = experiment.distil(student, trained_teacher, train, recipe, verbose=0)
+    for a, b in zip(results[1].model.get_weights(), results[16].model.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    if stage == "scratch":  # (the distilled stage returns the bare student, without its optimizer)
+        assert results[1].model.optimizer.iterations.numpy() == results[16].model.optimizer.iterations.numpy() == 14
+    for key, values in results[1].history.items():
+        np.testing.assert_allclose(values, results[16].history[key], rtol=1e-5)

@@ -21,6 +21,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 # name: (file in kdkeras/, original text, mutated text, tests that must fail)
 MUTATIONS = {
+    "steps per call that do not divide the epoch": (
+        "recipe.py",
+        "return max(d for d in range(1, min(self.steps_per_execution, steps) + 1) if steps % d == 0)",
+        "return self.steps_per_execution",
+        ["tests/test_budget_and_split.py::test_several_steps_per_call_make_the_same_updates_and_epochs"],
+    ),
     "tune scores its trials on the test split": (
         "commands.py",
         "tuner.search(train, validation_data=val, verbose=args.verbose)",

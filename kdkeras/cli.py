@@ -16,6 +16,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 
 from kdkeras.recipe import Recipe
 
@@ -260,6 +261,7 @@ def _run(args, recipe, strategy, out_dir, is_chief):
     import kdkeras
     from kdkeras import experiment
 
+    start = time.perf_counter()
     (train, test), data_label = _load_data(args)
     print(f"Data: {data_label}")
     if strategy.num_replicas_in_sync > 1:
@@ -269,6 +271,7 @@ def _run(args, recipe, strategy, out_dir, is_chief):
     args.epochs = {key: recipe.epochs(key, len(train[0])) for key in ("teacher", "student")}
     stage = dict(validation_data=test, state=state, strategy=strategy, verbose=args.verbose)
     # 1. The teacher (or a trained one, loaded)
+    args.seconds = {}  # wall-clock seconds of each stage, and of the job, for metrics.json
     teacher = _load_teacher(args, strategy) if args.teacher else _stage(
         "teacher", state, args, lambda: experiment.train_teacher(
             _built(kdkeras.build_teacher, recipe, strategy), train, recipe, **stage,
@@ -283,6 +286,7 @@ def _run(args, recipe, strategy, out_dir, is_chief):
         callbacks=tensorboard_callbacks(args, "distilled", recipe)))
     # 4. Compare, write and plot
     models = {"teacher": teacher, "student (distilled)": student, "student (scratch)": scratch}
+    args.seconds["training"] = time.perf_counter() - start
     return _write_outputs(args, recipe, models, test, data_label, out_dir, is_chief)
 
 
@@ -382,12 +386,15 @@ def _stage(key, state, args, train):
         if done:
             epochs = args.epochs["teacher" if key == "teacher" else "student"]
             print(f"  resuming at epoch {done + 1} of {epochs} from the backup in {state.backup_dir(key)}")
+    start = time.perf_counter()
     try:
-        return train()
+        result = train()
     except NonFiniteLossError as e:
         kept = latest_backup_epoch(state.backup_dir(key))
         where = f"The backup of epoch {kept} is in {state.backup_dir(key)}." if kept else "No epoch had completed."
         raise TrainingFailed(f"{name}: {e} {where}") from None
+    args.seconds[key] = time.perf_counter() - start
+    return result
 
 
 def _stage_note(key, args):
@@ -428,8 +435,9 @@ def _write_outputs(args, recipe, results, test, data_label, out_dir, is_chief):
     metrics = evaluation.compare(models, (x_test, y_test), teacher=teacher)
     table = evaluation.format_table(metrics)
     exported = _export(student, out_dir, x_test, y_test) if args.export and is_chief else None
-    meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "data": data_label,
-            "args": dict(vars(args))}
+    run_args = {k: v for k, v in vars(args).items() if k != "seconds"}
+    meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "data": data_label, "args": run_args,
+            "seconds": {k: round(v, 1) for k, v in getattr(args, "seconds", {}).items()}}
     write_text(os.path.join(out_dir, "metrics.json"),
                json.dumps({"run": meta, "models": metrics, **({"export": exported} if exported else {})},
                           indent=2) + "\n")

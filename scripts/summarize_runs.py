@@ -4,7 +4,8 @@
     python scripts/summarize_runs.py runs/s0 runs/s1 runs/s2 --out docs/results/main_job_sample.json
 
 The JSON keeps, per seed, every model's test accuracy, agreement with the
-teacher and the run's settings and data, plus the command, date and machine;
+teacher, the wall-clock seconds of each stage and the run's settings and data,
+plus the command, date and machine;
 the table (printed) gives the mean and the share of the teacher-scratch gap
 that the distilled student closes.
 """
@@ -34,6 +35,7 @@ def summarize(run_dirs):
             "args": report["run"]["args"],
             "accuracy": {m: report["models"][m]["accuracy"] for m in MODELS},
             "agreement": {m: report["models"][m]["agreement"] for m in MODELS[1:]},
+            "seconds": report["run"].get("seconds"),  # wall clock of each stage and of the training
         })
     mean = {m: statistics.fmean(r["accuracy"][m] for r in runs) for m in MODELS}
     gap = mean["teacher"] - mean["student (scratch)"]

@@ -28,6 +28,20 @@ def _float32_policy_and_seed():
     keras.config.set_dtype_policy("float32")
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_script(relative_path):
+    """A script of the repository (``scripts/x.py``, ``notebooks/build_notebook.py``) imported as a module."""
+    import importlib.util
+
+    path = os.path.join(ROOT, relative_path)
+    spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def shuffled(arrays, seed=7):
     """The arrays in one seeded random order (the bundled file is sorted by class)."""
     order = np.random.default_rng(seed).permutation(len(arrays[0]))

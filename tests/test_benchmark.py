@@ -1,6 +1,5 @@
 """scripts/benchmark.py --to-accuracy end to end on the sample, and how it reads time to accuracy."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -9,15 +8,13 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import load_script
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _tta():
-    spec = importlib.util.spec_from_file_location("time_to_accuracy",
-                                                  os.path.join(ROOT, "scripts", "time_to_accuracy.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/time_to_accuracy.py")
 
 
 def test_first_reach_counts_epochs_and_cumulative_seconds():

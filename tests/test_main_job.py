@@ -105,6 +105,11 @@ def test_metrics_json_has_every_field(finished_run):
         assert models[name]["mean_kl_to_teacher"] >= 0
     assert models["teacher"]["bytes_on_disk"] > models["student (distilled)"]["bytes_on_disk"]
     assert "5,000-digit" in report["run"]["data"]
+    seconds = report["run"]["seconds"]  # the wall clock of each stage, inside the training's
+    assert set(seconds) == {"teacher", "scratch", "distilled", "training"}
+    assert all(seconds[k] > 0 for k in seconds)
+    assert seconds["teacher"] + seconds["scratch"] + seconds["distilled"] <= seconds["training"] + 0.2
+    assert "seconds" not in report["run"]["args"]
 
 
 def test_export_flag_writes_and_measures_the_student(finished_run):

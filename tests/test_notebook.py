@@ -5,6 +5,8 @@ import os
 import nbformat
 import pytest
 
+from conftest import load_script
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(ROOT, "notebooks", "mnist_distillation.ipynb")
 
@@ -48,14 +50,11 @@ def test_notebook_executes_without_errors(tmp_path, monkeypatch):
 
 def test_saved_notebook_is_what_the_builder_writes_and_names_the_current_defaults():
     """The saved cells are build_notebook.py's cells, and what they say of the main job's defaults is true."""
-    import importlib.util
     import re
 
     import kdkeras
 
-    spec = importlib.util.spec_from_file_location("build_notebook", os.path.join(ROOT, "notebooks", "build_notebook.py"))
-    builder = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(builder)
+    builder = load_script("notebooks/build_notebook.py")
     saved = [c.source for c in _load().cells]
     assert saved == [source for _, source in builder.CELLS]
     claims = re.findall(r"kdkeras\.Recipe\(\) \(T = ([\d.]+), alpha = ([\d.]+)\)", "\n".join(saved))

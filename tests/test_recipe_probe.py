@@ -1,6 +1,5 @@
 """scripts/recipe_probe.py: its logit-standardized KD loss and a one-epoch run with a teacher ensemble."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -9,15 +8,14 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import load_script
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
 def probe():
-    spec = importlib.util.spec_from_file_location("recipe_probe", os.path.join(ROOT, "scripts", "recipe_probe.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/recipe_probe.py")
 
 
 def _numpy_standardized_kl(zt, zs, tau):

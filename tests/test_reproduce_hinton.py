@@ -1,6 +1,5 @@
 """scripts/reproduce_hinton.py end to end on the bundled sample with tiny budgets, and its bias-shift choice."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -9,15 +8,14 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import load_script
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "scripts", "reproduce_hinton.py")
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("reproduce_hinton", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/reproduce_hinton.py")
 
 
 def test_best_shift_is_chosen_on_the_given_logits():

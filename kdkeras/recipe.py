@@ -52,7 +52,7 @@ class Recipe:
     """
 
     teacher_steps: int = 6300
-    student_steps: int = 6300
+    student_steps: int = 12600
     teacher_epochs: Optional[int] = None
     student_epochs: Optional[int] = None
     batch_size: int = 64
@@ -60,7 +60,7 @@ class Recipe:
     lr_schedule: str = "cosine"
     loss: str = "kl"
     temperature: float = 16.0
-    alpha: float = 0.0
+    alpha: float = 0.5
     shift: float = 0.05
     rotation: float = 5.0
     mixup: float = 0.0

@@ -31,7 +31,7 @@ import sys
 from kdkeras.cli import UserError, check_distillation_args, load_teachers, tensorboard_callbacks
 from kdkeras.recipe import Recipe
 
-_DEFAULTS = Recipe(shift=0.0, rotation=0.0, temperature=4.0, alpha=0.1)
+_DEFAULTS = Recipe(student_steps=6300, shift=0.0, rotation=0.0, temperature=4.0, alpha=0.1)
 BUILDERS = ("article", "tiny", "mlp:UNITS,...")
 
 

@@ -42,7 +42,7 @@ SOURCE = os.environ.get("KDKERAS_NB_SOURCE", "sample")  # "auto" for full MNIST 
 TEACHER_EPOCHS = int(os.environ.get("KDKERAS_NB_TEACHER_EPOCHS", 12))
 STUDENT_EPOCHS = int(os.environ.get("KDKERAS_NB_STUDENT_EPOCHS", 20))
 BATCH_SIZE = 64
-TEMPERATURE = 8.0  # a quick recipe without augmentation; the main job's defaults: kdkeras.Recipe() (T = 16, alpha = 0)
+TEMPERATURE = 8.0  # a quick recipe without augmentation; the main job's defaults: kdkeras.Recipe() (T = 16, alpha = 0.5)
 ALPHA = 0.5        # weight of the hard-label loss; 1 - ALPHA weighs the distillation loss
 SEED = 0"""),
     ("code", """\

@@ -14,11 +14,11 @@ def _steps(recipe, stage, n):
     return recipe.epochs(stage, n) * recipe.steps_per_epoch(n)
 
 
-@pytest.mark.parametrize("stage", ["teacher", "student"])
-def test_default_budget_takes_the_same_steps_on_the_sample_and_on_full_mnist(stage):
+@pytest.mark.parametrize("stage, on_the_sample, on_full_mnist", [("teacher", 100, 7), ("student", 200, 13)])
+def test_default_budget_takes_the_same_steps_on_the_sample_and_on_full_mnist(stage, on_the_sample, on_full_mnist):
     recipe = Recipe()
     on_sample, on_full = _steps(recipe, stage, 4000), _steps(recipe, stage, 60000)
-    assert recipe.epochs(stage, 4000) == 100 and recipe.epochs(stage, 60000) == 7
+    assert recipe.epochs(stage, 4000) == on_the_sample and recipe.epochs(stage, 60000) == on_full_mnist
     # Within one epoch of each other, and each within half an epoch of the budget.
     assert abs(on_full - on_sample) <= recipe.steps_per_epoch(60000)
     budget = getattr(recipe, f"{stage}_steps")

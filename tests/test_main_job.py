@@ -453,7 +453,8 @@ def test_a_loaded_teacher_is_the_one_distilled_and_no_cache_runs_it_online(finis
     untrained = tmp_path / "untrained.keras"
     kdkeras.build_teacher(seed=9).save(untrained)
     _, (x_test, y_test) = sample_arrays
-    plain = ("--data", "sample", "--student-epochs", "1", "--shift", "0", "--rotation", "0", "--verbose", "0")
+    plain = ("--data", "sample", "--student-epochs", "1", "--shift", "0", "--rotation", "0", "--alpha", "0",
+             "--verbose", "0")
     runs = {}
     for name, teacher, extra in (("cached", trained, ()), ("online", trained, ("--no-cache",)),
                                  ("untrained", untrained, ())):

@@ -146,7 +146,7 @@ def test_help_documents_every_flag_with_default():
     proc = run_script("--help", timeout=60)
     assert proc.returncode == 0
     flags = [a.option_strings[-1] for a in cli.build_parser()._actions if a.option_strings and a.dest != "help"]
-    assert len(flags) == 24
+    assert len(flags) == 25
     for flag in flags:
         assert flag in proc.stdout, flag
     # Every flag's help shows its default, and the defaults are the Recipe's.
@@ -161,7 +161,9 @@ def test_help_documents_every_flag_with_default():
         assert "(default:" in blocks[flag], flag
     recipe = kdkeras.Recipe()
     for flag, value in (("--temperature", recipe.temperature), ("--alpha", recipe.alpha),
-                        ("--teacher-epochs", recipe.teacher_epochs), ("--shift", recipe.shift)):
+                        ("--teacher-epochs", recipe.teacher_epochs), ("--shift", recipe.shift),
+                        ("--student-steps", recipe.student_steps),
+                        ("--steps-per-execution", recipe.steps_per_execution)):
         assert blocks[flag].endswith(f"(default: {value})"), blocks[flag]
 
 

@@ -124,7 +124,8 @@ def distil(student, teacher, train, recipe, *, validation_data=None, state=None,
         distiller.compile(optimizer=_adam(recipe, epochs, len(train[0])),
                           metrics=[_accuracy_metric(recipe)], student_loss_fn=_hard_loss(recipe),
                           distillation_loss_fn=distillation_loss_fn or recipe.loss, alpha=recipe.alpha,
-                          temperature=recipe.temperature, steps_per_execution=recipe.execution_steps(len(train[0])))
+                          temperature=recipe.temperature,
+                          steps_per_execution=_steps_per_call(recipe, len(train[0]), strategy))
     elements = _labelled(train, recipe)
     needs_teacher_features = any(term.teacher_layers for term in distiller.loss_terms)
     if teacher_logits is not None:
@@ -155,7 +156,8 @@ def _train_alone(key, model, train, recipe, epochs, mixup, *, validation_data, s
     with _scope(strategy):
         model = multiworker_compatible(model)
         model.compile(optimizer=_adam(recipe, epochs, len(train[0])), loss=_hard_loss(recipe),
-                      metrics=[_accuracy_metric(recipe)], steps_per_execution=recipe.execution_steps(len(train[0])))
+                      metrics=[_accuracy_metric(recipe)],
+                      steps_per_execution=_steps_per_call(recipe, len(train[0]), strategy))
     history = _fit(model, key, _labelled(train, recipe), recipe, epochs, mixup, validation_data, state, verbose,
                    callbacks, saved_model=model)
     return StageResult(model, history)
@@ -166,6 +168,23 @@ def _train_alone(key, model, train, recipe, epochs, mixup, *, validation_data, s
 # --------------------------------------------------------------------------- #
 def _scope(strategy):
     return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+
+def _steps_per_call(recipe, num_examples, strategy):
+    """``steps_per_execution`` for a stage: the recipe's, or 1 under a strategy with several replicas.
+
+    Keras 3.15's multi-step loop fails to run under ``MirroredStrategy`` and
+    ``MultiWorkerMirroredStrategy`` with more than one replica ("You must feed a
+    value for placeholder tensor ..."), so distributed stages take one step per
+    call; the updates are the same either way.
+    """
+    active = strategy if strategy is not None else tf.distribute.get_strategy()
+    if active.num_replicas_in_sync > 1:
+        if recipe.steps_per_execution > 1:
+            logger.info("%d replicas: one train step per call (steps_per_execution=%d is not used).",
+                        active.num_replicas_in_sync, recipe.steps_per_execution)
+        return 1
+    return recipe.execution_steps(num_examples)
 
 
 def _labelled(arrays, recipe):

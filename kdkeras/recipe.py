@@ -47,7 +47,8 @@ class Recipe:
             stages use the largest divisor of the steps per epoch not above it
             (:meth:`execution_steps`), so every epoch ends where it would with
             one step per call and the updates are the same, only fewer Python
-            round trips.
+            round trips. Under a strategy with several replicas the stages
+            take one step per call (Keras' multi-step loop fails there).
         seed: Seed of the weights, the batch order and the augmentation.
         num_classes: Number of classes.
     """

@@ -293,7 +293,7 @@ def markdown(record):
         lines.append(f"| {name} | {fmt(v['median_seconds_to_target'], '.1f')} | "
                      f"{fmt(v['median_epochs_to_target'], 'g')} | {fmt(v['vs_keras_distillation'], '.2f')} | "
                      f"{fmt(v['median_seconds_to_scratch_best'], '.1f')} | {v['median_best_accuracy']:.4f} | "
-                     f"{v['median_median_epoch_seconds']:.2f} | {fmt(v.get('epoch_vs_bare_step'), '.2f')} |")
+                     f"{v['median_median_epoch_seconds']:.2f} | {format(v['epoch_vs_bare_step'], '.2f') if v.get('epoch_vs_bare_step') else '—'} |")
     teachers = ", ".join(f"{r['teacher_accuracy']:.4f}" for r in record["runs"])
     lines += ["", f"Teacher test accuracy per seed: {teachers}. A median is \"not reached\" when any seed did not "
                   "reach the accuracy within the epochs allowed.", ""]

@@ -268,7 +268,10 @@ def summarize(runs, target):
 def markdown(record):
     s, target = record["summary"], record["settings"]["target"]
     prov = record["provenance"]
-    fmt = lambda v, spec: "not reached" if v is None else format(v, spec)  # noqa: E731
+    ran = set(record["runs"][0]["trainers"])
+    # A missing value is "not reached", or "—" in a column whose reference trainer did not run.
+    fmt = lambda v, spec, missing="not reached": missing if v is None else format(v, spec)  # noqa: E731
+    scratch_missing, bare_missing = ("not reached" if n in ran else "—" for n in ("scratch", "bare step"))
     lines = [
         f"## {prov['date'][:10]} — time to {target:g} test accuracy, {record['settings']['pair']} pair",
         "",
@@ -292,8 +295,8 @@ def markdown(record):
     for name, v in s.items():
         lines.append(f"| {name} | {fmt(v['median_seconds_to_target'], '.1f')} | "
                      f"{fmt(v['median_epochs_to_target'], 'g')} | {fmt(v['vs_keras_distillation'], '.2f')} | "
-                     f"{fmt(v['median_seconds_to_scratch_best'], '.1f')} | {v['median_best_accuracy']:.4f} | "
-                     f"{v['median_median_epoch_seconds']:.2f} | {format(v['epoch_vs_bare_step'], '.2f') if v.get('epoch_vs_bare_step') else '—'} |")
+                     f"{fmt(v['median_seconds_to_scratch_best'], '.1f', scratch_missing)} | {v['median_best_accuracy']:.4f} | "
+                     f"{v['median_median_epoch_seconds']:.2f} | {fmt(v.get('epoch_vs_bare_step'), '.2f', bare_missing)} |")
     teachers = ", ".join(f"{r['teacher_accuracy']:.4f}" for r in record["runs"])
     lines += ["", f"Teacher test accuracy per seed: {teachers}. A median is \"not reached\" when any seed did not "
                   "reach the accuracy within the epochs allowed.", ""]

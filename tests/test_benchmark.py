@@ -100,3 +100,9 @@ def test_summary_reports_each_epoch_against_the_bare_step():
     assert summary["kdkeras cached"]["median_seconds_to_target"] == pytest.approx(7.0)  # cache + 2 epochs
     assert summary["kdkeras cached"]["vs_keras_distillation"] == pytest.approx(7.0 / 12.0)
     assert summary["kdkeras cached"]["median_seconds_to_scratch_best"] is None
+    # In the report, a column whose reference trainer did not run says so ("—"), not "not reached".
+    record = {"summary": summary, "runs": [run], "provenance": {"date": "2026-12-02", "command": "c", "machine": "m",
+                                                               "tensorflow": "t", "keras": "k", "data": "d"},
+              "settings": {"target": 0.985, "pair": "article", "teacher_epochs": 1, "batch_size": 64,
+                           "learning_rate": 1e-3, "temperature": 4.0, "alpha": 0.1, "max_epochs": 2}}
+    assert "| kdkeras cached | 7.0 | 2 | 0.58 | — | 0.9900 | 3.00 | 1.50 |" in tta.markdown(record)

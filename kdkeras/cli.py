@@ -262,6 +262,7 @@ def _run(args, recipe, strategy, out_dir, is_chief):
     from kdkeras import experiment
 
     start = time.perf_counter()
+    args.seconds = {}  # wall clock of each stage (filled by _stage) and of the whole training, for metrics.json
     (train, test), data_label = _load_data(args)
     print(f"Data: {data_label}")
     if strategy.num_replicas_in_sync > 1:
@@ -271,7 +272,6 @@ def _run(args, recipe, strategy, out_dir, is_chief):
     args.epochs = {key: recipe.epochs(key, len(train[0])) for key in ("teacher", "student")}
     stage = dict(validation_data=test, state=state, strategy=strategy, verbose=args.verbose)
     # 1. The teacher (or a trained one, loaded)
-    args.seconds = {}  # wall-clock seconds of each stage, and of the job, for metrics.json
     teacher = _load_teacher(args, strategy) if args.teacher else _stage(
         "teacher", state, args, lambda: experiment.train_teacher(
             _built(kdkeras.build_teacher, recipe, strategy), train, recipe, **stage,
@@ -437,7 +437,7 @@ def _write_outputs(args, recipe, results, test, data_label, out_dir, is_chief):
     exported = _export(student, out_dir, x_test, y_test) if args.export and is_chief else None
     run_args = {k: v for k, v in vars(args).items() if k != "seconds"}
     meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "data": data_label, "args": run_args,
-            "seconds": {k: round(v, 1) for k, v in getattr(args, "seconds", {}).items()}}
+            "seconds": {k: round(v, 1) for k, v in args.seconds.items()}}
     write_text(os.path.join(out_dir, "metrics.json"),
                json.dumps({"run": meta, "models": metrics, **({"export": exported} if exported else {})},
                           indent=2) + "\n")

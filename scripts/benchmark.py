@@ -72,7 +72,13 @@ def parse_args(argv=None):
                    help="with --to-accuracy: the trainers to run (default: the five of the comparison; the levers: "
                         "'kdkeras cached +spe', '+jit', '+bf16', '+batch', '+spe+jit', '+spe+bf16', and 'bare step')")
     p.add_argument("--steps-per-execution", type=int, default=16, help="with --to-accuracy: for the +spe levers")
-    p.add_argument("--large-batch", type=int, default=256, help="with --to-accuracy: for the +batch lever")
+    p.add_argument("--large-batch", type=int, default=256, help="with --to-accuracy: for the +batch levers")
+    p.add_argument("--large-batch-learning-rate", type=float, default=None,
+                   help="with --to-accuracy: Adam's rate for the +batch levers (default: --learning-rate x the "
+                        "square root of the batch ratio)")
+    p.add_argument("--validation-size", type=float, default=None, metavar="N",
+                   help="with --to-accuracy: evaluate on a seeded, stratified validation split of N training digits "
+                        "(a count, or a fraction < 1) instead of the test split, to choose a setting")
     p.add_argument("--child", choices=CONFIGS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     for name in ("samples", "batch_size", "rounds"):
@@ -257,6 +263,16 @@ def _pair(name):
             "student": lambda seed: kdkeras.build_mlp((800, 800), seed=seed + 1)}
 
 
+def _evaluated_on(arrays, validation_size, seed):
+    """``(train, evaluated)``: the test split, or a seeded validation split carved from the training digits."""
+    import kdkeras
+
+    if not validation_size:
+        return arrays
+    size = int(validation_size) if validation_size >= 1 else validation_size
+    return kdkeras.validation_split(*arrays[0], size=size, seed=seed)
+
+
 def to_accuracy(args, argv):
     """The time-to-accuracy mode: writes the JSON and prepends its section to the report."""
     import tensorflow as tf
@@ -276,17 +292,25 @@ def to_accuracy(args, argv):
     settings = {"target": args.to_accuracy, "pair": args.pair, "max_epochs": args.max_epochs,
                 "teacher_epochs": args.teacher_epochs, "batch_size": args.batch_size,
                 "learning_rate": args.learning_rate, "temperature": args.temperature, "alpha": args.alpha,
-                "steps_per_execution": args.steps_per_execution, "large_batch": args.large_batch}
+                "steps_per_execution": args.steps_per_execution, "large_batch": args.large_batch,
+                "large_batch_learning_rate": args.large_batch_learning_rate,
+                "split": "validation" if args.validation_size else "test"}
     names = tuple(args.trainers or tta.TRAINERS)
     unknown = [n for n in names if n not in tta.ALL_TRAINERS]
     if unknown:
         raise SystemExit(f"benchmark.py: error: unknown trainer(s) {unknown}; choose from {list(tta.ALL_TRAINERS)}")
     start = time.perf_counter()
     log = lambda m: print(f"[{(time.perf_counter() - start) / 60:5.1f} min] {m}", flush=True)  # noqa: E731
-    runs = [tta.run_seed(seed, _pair(args.pair), arrays, settings, log, names) for seed in args.seeds]
+    runs = [tta.run_seed(seed, _pair(args.pair), _evaluated_on(arrays, args.validation_size, seed), settings, log,
+                         names) for seed in args.seeds]
     command = ["scripts/benchmark.py", *(argv if argv is not None else sys.argv[1:])]
-    record = {"provenance": provenance(command, data=f"{args.data}: {len(arrays[0][0]):,} training digits, "
-                                                     f"{len(arrays[1][0]):,} test digits"),
+    if args.validation_size:
+        n_val = len(_evaluated_on(arrays, args.validation_size, args.seeds[0])[1][0])
+        data = (f"{args.data}: {len(arrays[0][0]) - n_val:,} training digits, {n_val:,} validation digits carved "
+                "from the training split per seed (test split unused)")
+    else:
+        data = f"{args.data}: {len(arrays[0][0]):,} training digits, {len(arrays[1][0]):,} test digits"
+    record = {"provenance": provenance(command, data=data),
               "settings": settings, "runs": runs, "summary": tta.summarize(runs, args.to_accuracy)}
     text = tta.markdown(record)
     print(text)

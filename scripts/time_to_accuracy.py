@@ -19,14 +19,16 @@ student weights and sees the same batches:
 cached``): ``+spe`` (``steps_per_execution``: several steps per
 ``tf.function`` call), ``+jit`` (``jit_compile=True``), ``+bf16``
 (``mixed_bfloat16``), ``+batch`` (a larger batch, learning rate scaled by the
-square root of the batch ratio), ``+spe+jit``, ``+spe+bf16``; and ``bare step``, the student's
+square root of the batch ratio unless ``large_batch_learning_rate`` is given),
+``+spe+jit``, ``+spe+bf16``, ``+spe+batch``; and ``bare step``, the student's
 train step (the same loss on the same cached logits) called from a Python loop
 over in-memory tensors: no ``tf.data``, no ``fit``, no callbacks, the floor
 the cached Distiller's epoch is compared with.
 
 The trainers take turns, one epoch each per round, so a slow patch of a shared
 machine hits them alike. After every epoch each student is evaluated on the
-test split with the clock stopped. The record keeps every epoch's time and
+test split (or, to choose a setting, on a validation split carved from the
+training digits: ``settings["split"] == "validation"``) with the clock stopped. The record keeps every epoch's time and
 accuracy, so the time to any accuracy can be read from it afterwards.
 """
 
@@ -37,7 +39,7 @@ import numpy as np
 
 TRAINERS = ("scratch", "keras.distillation", "keras.io example", "kdkeras online", "kdkeras cached")
 LEVERS = ("kdkeras cached +spe", "kdkeras cached +jit", "kdkeras cached +bf16", "kdkeras cached +batch",
-          "kdkeras cached +spe+jit", "kdkeras cached +spe+bf16", "bare step")
+          "kdkeras cached +spe+jit", "kdkeras cached +spe+bf16", "kdkeras cached +spe+batch", "bare step")
 ALL_TRAINERS = TRAINERS + LEVERS
 
 
@@ -117,7 +119,9 @@ def make_trainer(name, student, teacher, train, settings):
         return _bare_step(student, teacher, train, settings)
     if "+batch" in name:
         batch = settings["large_batch"]
-        adam = keras.optimizers.Adam(settings["learning_rate"] * (batch / settings["batch_size"]) ** 0.5)
+        rate = settings.get("large_batch_learning_rate") or (
+            settings["learning_rate"] * (batch / settings["batch_size"]) ** 0.5)
+        adam = keras.optimizers.Adam(rate)
     model = kdkeras.Distiller(student=student, teacher=teacher)
     model.compile(optimizer=adam, student_loss_fn=ce, alpha=alpha, temperature=t, jit_compile="+jit" in name,
                   steps_per_execution=settings["steps_per_execution"] if "+spe" in name else 1)
@@ -195,13 +199,13 @@ def run_seed(seed, pair, arrays, settings, log, trainer_names=TRAINERS):
     from kdkeras import experiment
     from kdkeras.evaluation import accuracy
 
-    (x, y), (x_test, y_test) = arrays
+    (x, y), (x_eval, y_eval) = arrays  # the test split, or a validation split when choosing a setting
     start = time.perf_counter()
     recipe = kdkeras.Recipe(teacher_epochs=settings["teacher_epochs"], shift=0.0, rotation=0.0, seed=seed,
                             learning_rate=1e-3, lr_schedule="constant")
     teacher_model = pair["teacher"](seed)
     teacher = experiment.train_teacher(teacher_model, (x, y), recipe, verbose=0).model
-    teacher_accuracy = accuracy(teacher, x_test, y_test)
+    teacher_accuracy = accuracy(teacher, x_eval, y_eval)
     log(f"seed {seed}: teacher {teacher_accuracy:.4f} after {settings['teacher_epochs']} epochs "
         f"({(time.perf_counter() - start) / 60:.1f} min, outside the clock)")
     initial = pair["student"](seed).get_weights()
@@ -223,7 +227,7 @@ def run_seed(seed, pair, arrays, settings, log, trainer_names=TRAINERS):
             tick = time.perf_counter()
             t["model"].fit(t["data"], epochs=1, verbose=0)
             t["epoch_seconds"].append(time.perf_counter() - tick)
-            t["accuracy"].append(accuracy(t["student"], x_test, y_test))  # clock stopped
+            t["accuracy"].append(accuracy(t["student"], x_eval, y_eval))  # clock stopped
         log(f"seed {seed} epoch {epoch + 1}: " + ", ".join(
             f"{n} {trainers[n]['accuracy'][-1]:.4f} ({trainers[n]['epoch_seconds'][-1]:.1f} s)" for n in trainer_names))
     return {"seed": seed, "teacher_accuracy": teacher_accuracy,
@@ -265,26 +269,34 @@ def summarize(runs, target):
     return summary
 
 
+def large_batch_rate(settings):
+    """How the +batch levers set Adam's learning rate, in words."""
+    rate = settings.get("large_batch_learning_rate")
+    return f"Adam {rate:g}" if rate else "learning rate x sqrt of the batch ratio"
+
+
 def markdown(record):
     s, target = record["summary"], record["settings"]["target"]
+    split = record["settings"].get("split", "test")
     prov = record["provenance"]
     ran = set(record["runs"][0]["trainers"])
     # A missing value is "not reached", or "—" in a column whose reference trainer did not run.
     fmt = lambda v, spec, missing="not reached": missing if v is None else format(v, spec)  # noqa: E731
     scratch_missing, bare_missing = ("not reached" if n in ran else "—" for n in ("scratch", "bare step"))
     lines = [
-        f"## {prov['date'][:10]} — time to {target:g} test accuracy, {record['settings']['pair']} pair",
+        f"## {prov['date'][:10]} — time to {target:g} {split} accuracy, {record['settings']['pair']} pair",
         "",
         f"- command: `{prov['command']}`",
         f"- machine: {prov['machine']}; TensorFlow {prov['tensorflow']}, Keras {prov['keras']}",
         f"- data: {prov['data']}",
         f"- method: per seed one teacher ({record['settings']['teacher_epochs']} epochs, outside the clock) and "
-        "one student initialisation shared by every trainer; trainers take turns one epoch each; the test split "
-        "is evaluated after every epoch with the clock stopped; cache building is on the cached trainer's clock. "
+        "one student initialisation shared by every trainer; trainers take turns one epoch each; the "
+        f"{split} split is evaluated after every epoch with the clock stopped; cache building is on the cached "
+        "trainer's clock. "
         f"Batch {record['settings']['batch_size']}, Adam {record['settings']['learning_rate']:g}, "
         f"T = {record['settings']['temperature']:g}, alpha = {record['settings']['alpha']:g}, no augmentation; "
         f"levers: steps_per_execution {record['settings'].get('steps_per_execution')}, larger batch "
-        f"{record['settings'].get('large_batch')} (learning rate x sqrt of the batch ratio); "
+        f"{record['settings'].get('large_batch')} ({large_batch_rate(record['settings'])}); "
         f"medians over seeds {', '.join(str(r['seed']) for r in record['runs'])}; at most "
         f"{record['settings']['max_epochs']} epochs.",
         "",
@@ -298,6 +310,6 @@ def markdown(record):
                      f"{fmt(v['median_seconds_to_scratch_best'], '.1f', scratch_missing)} | {v['median_best_accuracy']:.4f} | "
                      f"{v['median_median_epoch_seconds']:.2f} | {fmt(v.get('epoch_vs_bare_step'), '.2f', bare_missing)} |")
     teachers = ", ".join(f"{r['teacher_accuracy']:.4f}" for r in record["runs"])
-    lines += ["", f"Teacher test accuracy per seed: {teachers}. A median is \"not reached\" when any seed did not "
+    lines += ["", f"Teacher {split} accuracy per seed: {teachers}. A median is \"not reached\" when any seed did not "
                   "reach the accuracy within the epochs allowed.", ""]
     return "\n".join(lines)

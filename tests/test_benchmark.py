@@ -79,6 +79,12 @@ def test_lever_trainers_change_one_thing_each(trained_teacher, sample_arrays):
     lrs = {n: float(keras.ops.convert_to_numpy(m.optimizer.learning_rate)) for n, (m, _) in made.items()}
     assert lrs["kdkeras cached +batch"] == pytest.approx(2e-3) and lrs["kdkeras cached +spe"] == pytest.approx(1e-3)
 
+    # Both levers at once, with the large batch's learning rate given instead of the square-root rule.
+    model, data, _ = tta.make_trainer("kdkeras cached +spe+batch", kdkeras.build_student(seed=1), trained_teacher,
+                                      train, {**settings, "large_batch_learning_rate": 4e-3})
+    assert (model.steps_per_execution, int(next(iter(data))[1].shape[0])) == (8, 256)
+    assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(4e-3)
+
     # The bare step trains the student on the cached logits from a Python loop: one epoch moves the weights.
     student = kdkeras.build_student(seed=1)
     before = [w.copy() for w in student.get_weights()]
@@ -106,3 +112,17 @@ def test_summary_reports_each_epoch_against_the_bare_step():
               "settings": {"target": 0.985, "pair": "article", "teacher_epochs": 1, "batch_size": 64,
                            "learning_rate": 1e-3, "temperature": 4.0, "alpha": 0.1, "max_epochs": 2}}
     assert "| kdkeras cached | 7.0 | 2 | 0.58 | — | 0.9900 | 3.00 | 1.50 |" in tta.markdown(record)
+
+
+def test_choosing_a_setting_evaluates_on_training_digits_held_out_never_on_the_test_split(sample_arrays):
+    benchmark = load_script("scripts/benchmark.py")
+    (x, y), (x_test, y_test) = sample_arrays
+    assert benchmark._evaluated_on(sample_arrays, None, 0) is sample_arrays  # reporting: the test split
+    (x_fit, y_fit), (x_val, y_val) = benchmark._evaluated_on(sample_arrays, 500, 0)
+    assert len(y_val) == 500 and len(y_fit) == len(y) - 500 and set(np.unique(y_val)) == set(range(10))
+    as_rows = lambda a: {r.tobytes() for r in a}  # noqa: E731
+    assert as_rows(x_val) <= as_rows(x) and not as_rows(x_val) & as_rows(x_test)
+    assert not as_rows(x_val) & as_rows(x_fit)  # held out from what the students train on
+    again = benchmark._evaluated_on(sample_arrays, 500, 0)[1][1]
+    other = benchmark._evaluated_on(sample_arrays, 500, 1)[1][1]
+    assert np.array_equal(again, y_val) and not np.array_equal(other, y_val)  # a function of the seed

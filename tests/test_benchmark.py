@@ -126,3 +126,39 @@ def test_choosing_a_setting_evaluates_on_training_digits_held_out_never_on_the_t
     again = benchmark._evaluated_on(sample_arrays, 500, 0)[1][1]
     other = benchmark._evaluated_on(sample_arrays, 500, 1)[1][1]
     assert np.array_equal(again, y_val) and not np.array_equal(other, y_val)  # a function of the seed
+
+
+def test_evaluation_is_outside_every_clock_and_the_cache_build_inside_the_cached_one(sample_arrays, monkeypatch):
+    import time
+    import types
+
+    import kdkeras.evaluation
+
+    tta = _tta()
+    (x, y), (x_test, y_test) = sample_arrays
+    skipped, real = [0.0], kdkeras.evaluation.accuracy
+
+    def costly_accuracy(*args, **kwargs):  # every evaluation moves the benchmark's clock by 1,000 s
+        skipped[0] += 1000.0
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(kdkeras.evaluation, "accuracy", costly_accuracy)
+    monkeypatch.setattr(tta, "time", types.SimpleNamespace(perf_counter=lambda: time.perf_counter() + skipped[0]))
+    settings = {"teacher_epochs": 1, "max_epochs": 2, "temperature": 4.0, "alpha": 0.1, "batch_size": 64,
+                "learning_rate": 1e-3, "steps_per_execution": 4, "large_batch": 128}
+    pair = {"teacher": lambda seed: __import__("kdkeras").build_teacher(seed=seed),
+            "student": lambda seed: __import__("kdkeras").build_mlp((32,), seed=seed)}
+    names = ("scratch", "kdkeras cached", "kdkeras cached +spe")
+    run = tta.run_seed(0, pair, ((x[:640], y[:640]), (x_test[:200], y_test[:200])), settings, lambda m: None, names)
+    assert skipped[0] == 1000.0 * (1 + 2 * len(names))  # the teacher once, every student after every epoch
+    for name in names:
+        t = run["trainers"][name]
+        assert len(t["accuracy"]) == len(t["epoch_seconds"]) == 2
+        assert all(0 < s < 100 for s in t["epoch_seconds"]), (name, t["epoch_seconds"])  # no evaluation inside
+    assert run["trainers"]["scratch"]["setup_seconds"] == 0.0
+    assert all(0 < run["trainers"][n]["setup_seconds"] < 100 for n in names[1:])  # the cache, on its own clock
+    summary = tta.summarize([run], 0.0)
+    for name in names:
+        t = run["trainers"][name]
+        assert summary[name]["per_seed"][0]["seconds_to_target"] == pytest.approx(
+            t["setup_seconds"] + t["epoch_seconds"][0])

@@ -66,6 +66,9 @@ def parse_args(argv=None):
     p.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2), help="Keras verbosity of each fit")
     p.add_argument("--render", metavar="JSON", default=None,
                    help="only rewrite --md from this result file (no training)")
+    p.add_argument("--compare-budget", metavar="JSON", default=None,
+                   help="an earlier result file of the same seeds with another --student-epochs: the first seed's "
+                        "validation errors of both are recorded and shown side by side (the evidence for the budget)")
     args = p.parse_args(argv)
     args.big_units = tuple(int(u) for u in args.big_units.split(","))
     args.small_units = tuple(int(u) for u in args.small_units.split(","))
@@ -264,6 +267,29 @@ def summarize(seeds):
             "test_3s": threes, "minutes": {k: statistics.fmean(v) for k, v in minutes.items()}}
 
 
+def budget_comparison(record, earlier, path):
+    """The first seed's validation errors under ``earlier``'s small-net budget and under ``record``'s.
+
+    Only the validation split is compared: the budget is a setting, chosen like the others.
+    """
+    first, before = record["seeds"][0], next(s for s in earlier["seeds"] if s["seed"] == record["seeds"][0]["seed"])
+    shared = [k for k in first["rows"] if k in before["rows"] and k not in ("big teacher", "cnn teacher")]
+    return {"earlier": path, "seed": first["seed"], "earlier_student_epochs": earlier["settings"]["student_epochs"],
+            "student_epochs": record["settings"]["student_epochs"],
+            "val_errors": {k: {"earlier": before["rows"][k]["val_errors"], "this": first["rows"][k]["val_errors"]}
+                           for k in shared}}
+
+
+def _budget_lines(b):
+    lines = ["", "## The small nets' budget, chosen on validation", "",
+             f"Validation errors on seed {b['seed']}'s split with {b['earlier_student_epochs']} and with "
+             f"{b['student_epochs']} epochs per small net (the earlier run: `{b['earlier']}`; the teachers are the "
+             "same). Every small net gets the same budget.", "",
+             f"| small net | {b['earlier_student_epochs']} epochs | {b['student_epochs']} epochs |", "|---|---:|---:|"]
+    lines += [f"| {k} | {v['earlier']} | {v['this']} |" for k, v in b["val_errors"].items()]
+    return lines
+
+
 def markdown(record):
     sm, sel, prov = record["summary"], record["selection"], record["provenance"]
     t = sm["test_errors"]
@@ -351,9 +377,15 @@ def markdown(record):
         f"64); every small net {s['student_epochs']} epochs; MLPs: Adam {s['learning_rate']:g} with cosine decay, "
         f"batch {s['batch_size']}; distillation: `kl` with T² scaling, alpha = {s['alpha']:g} (not tuned). "
         "The paper trained its nets far longer; these budgets fit a 2-core CPU.",
-        "",
     ]
-    return "\n".join(lines)
+    if record.get("budget_comparison"):
+        lines += _budget_lines(record["budget_comparison"])
+    return "\n".join(lines) + "\n"
+
+
+def _load(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
 
 
 def main(argv=None):
@@ -361,14 +393,18 @@ def main(argv=None):
     from kdkeras.atomic import write_text
 
     if args.render:
-        with open(args.render, encoding="utf-8") as f:
-            record = json.load(f)
+        record = _load(args.render)
+        if args.compare_budget:  # the comparison is kept in the result file too
+            record["budget_comparison"] = budget_comparison(record, _load(args.compare_budget), args.compare_budget)
+            write_text(args.render, json.dumps(record, indent=2) + "\n")
         write_text(args.md, markdown(record))
         return record
 
     start = time.perf_counter()
     record = run(args, log=lambda m: print(f"[{(time.perf_counter() - start) / 60:5.1f} min] {m}", flush=True))
     record["total_minutes"] = (time.perf_counter() - start) / 60
+    if args.compare_budget:
+        record["budget_comparison"] = budget_comparison(record, _load(args.compare_budget), args.compare_budget)
     write_text(args.out, json.dumps(record, indent=2) + "\n")
     write_text(args.md, markdown(record))
     print(markdown(record))

@@ -73,3 +73,22 @@ def test_reproduce_hinton_runs_end_to_end_on_the_sample(tmp_path):
     text = md.read_text()
     assert "| small MLP 784-800-800-10, hard labels | 146 |" in text and "Omitted 3s" in text
     assert f"{scratch['mean']:.1f} ± {scratch['sd']:.1f}" in text
+
+
+def test_budget_comparison_sets_the_first_seeds_validation_errors_side_by_side():
+    module = _module()
+
+    def record(epochs, seed_rows):
+        return {"settings": {"student_epochs": epochs},
+                "seeds": [{"seed": seed, "rows": {k: {"val_errors": v, "test_errors": 999} for k, v in rows.items()}}
+                          for seed, rows in seed_rows]}
+
+    earlier = record(15, [(1, {"small scratch": 150}),  # another seed first: it must be matched by seed number
+                          (0, {"big teacher": 144, "small scratch": 149, "distilled": 82})])
+    longer = record(30, [(0, {"big teacher": 144, "small scratch": 161, "distilled": 73, "only here": 5})])
+    b = module.budget_comparison(longer, earlier, "old.json")
+    assert (b["seed"], b["earlier_student_epochs"], b["student_epochs"]) == (0, 15, 30)
+    # The small nets present in both; teachers are not small nets.
+    assert b["val_errors"] == {"small scratch": {"earlier": 149, "this": 161}, "distilled": {"earlier": 82, "this": 73}}
+    lines = "\n".join(module._budget_lines(b))
+    assert "| small scratch | 149 | 161 |" in lines and "| distilled | 82 | 73 |" in lines

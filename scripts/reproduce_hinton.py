@@ -274,7 +274,8 @@ def budget_comparison(record, earlier, path):
     """
     first, before = record["seeds"][0], next(s for s in earlier["seeds"] if s["seed"] == record["seeds"][0]["seed"])
     shared = [k for k in first["rows"] if k in before["rows"] and k not in ("big teacher", "cnn teacher")]
-    return {"earlier": path, "seed": first["seed"], "earlier_student_epochs": earlier["settings"]["student_epochs"],
+    return {"earlier": path, "seed": first["seed"], "earlier_selection": earlier["selection"],
+            "earlier_student_epochs": earlier["settings"]["student_epochs"],
             "student_epochs": record["settings"]["student_epochs"],
             "val_errors": {k: {"earlier": before["rows"][k]["val_errors"], "this": first["rows"][k]["val_errors"]}
                            for k in shared}}
@@ -284,13 +285,15 @@ def _budget_lines(b):
     lines = ["", "## The small nets' budget, chosen on validation", "",
              f"Validation errors on seed {b['seed']}'s split with {b['earlier_student_epochs']} and with "
              f"{b['student_epochs']} epochs per small net (the earlier run: `{b['earlier']}`; the teachers are the "
-             "same). Every small net gets the same budget.", "",
+             "same). The budget is judged, like T and the jitter, by the validation errors of the student distilled "
+             "from the CNN; every small net, the scratch one included, gets the same budget, as the paper's small "
+             "nets are one net trained one way.", "",
              f"| small net | {b['earlier_student_epochs']} epochs | {b['student_epochs']} epochs |", "|---|---:|---:|"]
     lines += [f"| {k} | {v['earlier']} | {v['this']} |" for k, v in b["val_errors"].items()]
     return lines
 
 
-def markdown(record):
+def markdown(record, source="docs/hinton_mnist.json"):
     sm, sel, prov = record["summary"], record["selection"], record["provenance"]
     t = sm["test_errors"]
     seeds = [s["seed"] for s in record["seeds"]]
@@ -301,11 +304,17 @@ def markdown(record):
 
     paper = record["paper"]
     best_note = (" T = 20 was also the best temperature on validation, so that row is the T = 20 one."
-                 if sel["temperature"] == 20 else "")
+                 if sel["temperature"] == 20 and len(sel["tried"]) > 1 else "")
+    earlier = (record.get("budget_comparison") or {}).get("earlier_selection")
+    if len(sel["tried"]) == 1 and earlier:
+        best_note = (f" Only that setting was run here: it is the one chosen on the same split by the earlier run "
+                     f"`{record['budget_comparison']['earlier']}`, whose grid tried (validation errors): "
+                     + "; ".join(f"T = {x['temperature']:g}, jitter {x['jitter']:g} px: {x['val_errors']}"
+                                 for x in earlier["tried"]) + ".")
     lines = [
         "# Hinton et al. (2015) on MNIST with kdkeras",
         "",
-        f"Written by `scripts/reproduce_hinton.py` from `docs/hinton_mnist.json`. Command: `{prov['command']}`; "
+        f"Written by `scripts/reproduce_hinton.py` from `{source}`. Command: `{prov['command']}`; "
         f"{prov['date']}; {prov['machine']}; TensorFlow {prov['tensorflow']}, Keras {prov['keras']}. "
         f"Data: {prov['data']}.",
         "",
@@ -397,7 +406,7 @@ def main(argv=None):
         if args.compare_budget:  # the comparison is kept in the result file too
             record["budget_comparison"] = budget_comparison(record, _load(args.compare_budget), args.compare_budget)
             write_text(args.render, json.dumps(record, indent=2) + "\n")
-        write_text(args.md, markdown(record))
+        write_text(args.md, markdown(record, args.render))
         return record
 
     start = time.perf_counter()
@@ -406,8 +415,8 @@ def main(argv=None):
     if args.compare_budget:
         record["budget_comparison"] = budget_comparison(record, _load(args.compare_budget), args.compare_budget)
     write_text(args.out, json.dumps(record, indent=2) + "\n")
-    write_text(args.md, markdown(record))
-    print(markdown(record))
+    write_text(args.md, markdown(record, args.out))
+    print(markdown(record, args.out))
     return record
 
 

@@ -79,7 +79,7 @@ def test_budget_comparison_sets_the_first_seeds_validation_errors_side_by_side()
     module = _module()
 
     def record(epochs, seed_rows):
-        return {"settings": {"student_epochs": epochs},
+        return {"settings": {"student_epochs": epochs}, "selection": {"tried": [], "epochs": epochs},
                 "seeds": [{"seed": seed, "rows": {k: {"val_errors": v, "test_errors": 999} for k, v in rows.items()}}
                           for seed, rows in seed_rows]}
 
@@ -88,6 +88,7 @@ def test_budget_comparison_sets_the_first_seeds_validation_errors_side_by_side()
     longer = record(30, [(0, {"big teacher": 144, "small scratch": 161, "distilled": 73, "only here": 5})])
     b = module.budget_comparison(longer, earlier, "old.json")
     assert (b["seed"], b["earlier_student_epochs"], b["student_epochs"]) == (0, 15, 30)
+    assert b["earlier_selection"]["epochs"] == 15  # the earlier grid is kept with it
     # The small nets present in both; teachers are not small nets.
     assert b["val_errors"] == {"small scratch": {"earlier": 149, "this": 161}, "distilled": {"earlier": 82, "this": 73}}
     lines = "\n".join(module._budget_lines(b))

@@ -136,8 +136,9 @@ def main(argv=None):
     p.add_argument("--md", default="docs/quality.md")
     args = p.parse_args(argv)
     from kdkeras.atomic import write_text
+    from kdkeras.provenance import provenance
 
-    record = build(args.main_job, args.hinton)
+    record = {"provenance": provenance(), **build(args.main_job, args.hinton)}
     write_text(args.json, json.dumps(record, indent=2) + "\n")
     text = markdown(record)
     write_text(args.md, text)

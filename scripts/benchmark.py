@@ -70,7 +70,8 @@ def parse_args(argv=None):
     p.add_argument("--learning-rate", type=float, default=1e-3, help="with --to-accuracy: Adam, constant")
     p.add_argument("--trainers", nargs="+", default=None, metavar="NAME",
                    help="with --to-accuracy: the trainers to run (default: the five of the comparison; the levers: "
-                        "'kdkeras cached +spe', '+jit', '+bf16', '+batch', '+spe+jit', '+spe+bf16', and 'bare step')")
+                        "'kdkeras cached +spe', '+jit', '+bf16', '+batch', '+spe+jit', '+spe+bf16', '+spe+batch', "
+                        "'keras.distillation +batch' and 'bare step')")
     p.add_argument("--steps-per-execution", type=int, default=16, help="with --to-accuracy: for the +spe levers")
     p.add_argument("--large-batch", type=int, default=256, help="with --to-accuracy: for the +batch levers")
     p.add_argument("--large-batch-learning-rate", type=float, default=None,

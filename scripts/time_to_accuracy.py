@@ -20,7 +20,8 @@ cached``): ``+spe`` (``steps_per_execution``: several steps per
 ``tf.function`` call), ``+jit`` (``jit_compile=True``), ``+bf16``
 (``mixed_bfloat16``), ``+batch`` (a larger batch, learning rate scaled by the
 square root of the batch ratio unless ``large_batch_learning_rate`` is given),
-``+spe+jit``, ``+spe+bf16``, ``+spe+batch``; and ``bare step``, the student's
+``+spe+jit``, ``+spe+bf16``, ``+spe+batch``; ``keras.distillation +batch`` (Keras'
+trainer with the same larger batch and rate, for a like-for-like comparison); and ``bare step``, the student's
 train step (the same loss on the same cached logits) called from a Python loop
 over in-memory tensors: no ``tf.data``, no ``fit``, no callbacks, the floor
 the cached Distiller's epoch is compared with.
@@ -38,7 +39,7 @@ import time
 import numpy as np
 
 TRAINERS = ("scratch", "keras.distillation", "keras.io example", "kdkeras online", "kdkeras cached")
-LEVERS = ("kdkeras cached +spe", "kdkeras cached +jit", "kdkeras cached +bf16", "kdkeras cached +batch",
+LEVERS = ("keras.distillation +batch", "kdkeras cached +spe", "kdkeras cached +jit", "kdkeras cached +bf16", "kdkeras cached +batch",
           "kdkeras cached +spe+jit", "kdkeras cached +spe+bf16", "kdkeras cached +spe+batch", "bare step")
 ALL_TRAINERS = TRAINERS + LEVERS
 
@@ -96,13 +97,16 @@ def make_trainer(name, student, teacher, train, settings):
     import kdkeras
 
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    t, alpha, batch = settings["temperature"], settings["alpha"], settings["batch_size"]
-    adam = keras.optimizers.Adam(settings["learning_rate"])
+    t, alpha, batch, rate = settings["temperature"], settings["alpha"], settings["batch_size"], settings["learning_rate"]
+    if "+batch" in name:
+        batch = settings["large_batch"]
+        rate = settings.get("large_batch_learning_rate") or rate * (batch / settings["batch_size"]) ** 0.5
+    adam = keras.optimizers.Adam(rate)
     data = kdkeras.make_dataset(*train, batch, shuffle=True, seed=settings["seed"])
     if name == "scratch":
         student.compile(optimizer=adam, loss=ce)
         return student, data, 0.0
-    if name == "keras.distillation":
+    if name.startswith("keras.distillation"):
         from keras import distillation
 
         model = distillation.Distiller(
@@ -117,11 +121,6 @@ def make_trainer(name, student, teacher, train, settings):
         return model, data, 0.0
     if name == "bare step":
         return _bare_step(student, teacher, train, settings)
-    if "+batch" in name:
-        batch = settings["large_batch"]
-        rate = settings.get("large_batch_learning_rate") or (
-            settings["learning_rate"] * (batch / settings["batch_size"]) ** 0.5)
-        adam = keras.optimizers.Adam(rate)
     model = kdkeras.Distiller(student=student, teacher=teacher)
     model.compile(optimizer=adam, student_loss_fn=ce, alpha=alpha, temperature=t, jit_compile="+jit" in name,
                   steps_per_execution=settings["steps_per_execution"] if "+spe" in name else 1)

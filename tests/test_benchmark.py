@@ -84,6 +84,12 @@ def test_lever_trainers_change_one_thing_each(trained_teacher, sample_arrays):
                                       train, {**settings, "large_batch_learning_rate": 4e-3})
     assert (model.steps_per_execution, int(next(iter(data))[1].shape[0])) == (8, 256)
     assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(4e-3)
+    # Keras' own trainer on the same larger batch and rate: a like-for-like reference for the lever.
+    model, data, setup = tta.make_trainer("keras.distillation +batch", kdkeras.build_student(seed=1), trained_teacher,
+                                          train, {**settings, "large_batch_learning_rate": 4e-3})
+    assert type(model).__module__.startswith("keras") and setup == 0.0
+    assert int(next(iter(data))[1].shape[0]) == 256
+    assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(4e-3)
 
     # The bare step trains the student on the cached logits from a Python loop: one epoch moves the weights.
     student = kdkeras.build_student(seed=1)

@@ -82,6 +82,8 @@ def parse_args(argv=None):
                         "(a count, or a fraction < 1) instead of the test split, to choose a setting")
     p.add_argument("--child", choices=CONFIGS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.validation_size and args.validation_size >= 1:
+        args.validation_size = int(args.validation_size)  # a count; below 1, a fraction
     for name in ("samples", "batch_size", "rounds"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
@@ -270,8 +272,7 @@ def _evaluated_on(arrays, validation_size, seed):
 
     if not validation_size:
         return arrays
-    size = int(validation_size) if validation_size >= 1 else validation_size
-    return kdkeras.validation_split(*arrays[0], size=size, seed=seed)
+    return kdkeras.validation_split(*arrays[0], size=validation_size, seed=seed)
 
 
 def to_accuracy(args, argv):
@@ -302,11 +303,11 @@ def to_accuracy(args, argv):
         raise SystemExit(f"benchmark.py: error: unknown trainer(s) {unknown}; choose from {list(tta.ALL_TRAINERS)}")
     start = time.perf_counter()
     log = lambda m: print(f"[{(time.perf_counter() - start) / 60:5.1f} min] {m}", flush=True)  # noqa: E731
-    runs = [tta.run_seed(seed, _pair(args.pair), _evaluated_on(arrays, args.validation_size, seed), settings, log,
-                         names) for seed in args.seeds]
+    splits = {seed: _evaluated_on(arrays, args.validation_size, seed) for seed in args.seeds}
+    runs = [tta.run_seed(seed, _pair(args.pair), splits[seed], settings, log, names) for seed in args.seeds]
     command = ["scripts/benchmark.py", *(argv if argv is not None else sys.argv[1:])]
     if args.validation_size:
-        n_val = len(_evaluated_on(arrays, args.validation_size, args.seeds[0])[1][0])
+        n_val = len(splits[args.seeds[0]][1][0])
         data = (f"{args.data}: {len(arrays[0][0]) - n_val:,} training digits, {n_val:,} validation digits carved "
                 "from the training split per seed (test split unused)")
     else:

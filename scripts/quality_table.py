@@ -122,8 +122,8 @@ def markdown(record):
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for p in record["pairs"]:
         e, a = p["test_errors"], p["agreement"]
-        lines.append(f"| {p['pair']} | {p['data']} | {p['test_digits']:,} | {cell(e['teacher'], 'd', '.1f')} | "
-                     f"{cell(e['scratch'], 'd', '.1f')} | {cell(e['distilled'], 'd', '.1f')} | {closed(p['gap_closed'])} | "
+        errors = " | ".join(cell(e[m], "d", ".1f") for m in ("teacher", "scratch", "distilled"))
+        lines.append(f"| {p['pair']} | {p['data']} | {p['test_digits']:,} | {errors} | {closed(p['gap_closed'])} | "
                      f"{cell(a['scratch'], '.4f')} | {cell(a['distilled'], '.4f')} | `{p['source']}` |")
     return "\n".join(lines) + "\n"
 

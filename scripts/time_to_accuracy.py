@@ -20,17 +20,18 @@ cached``): ``+spe`` (``steps_per_execution``: several steps per
 ``tf.function`` call), ``+jit`` (``jit_compile=True``), ``+bf16``
 (``mixed_bfloat16``), ``+batch`` (a larger batch, learning rate scaled by the
 square root of the batch ratio unless ``large_batch_learning_rate`` is given),
-``+spe+jit``, ``+spe+bf16``, ``+spe+batch``; ``keras.distillation +batch`` (Keras'
-trainer with the same larger batch and rate, for a like-for-like comparison); and ``bare step``, the student's
-train step (the same loss on the same cached logits) called from a Python loop
-over in-memory tensors: no ``tf.data``, no ``fit``, no callbacks, the floor
+``+spe+jit``, ``+spe+bf16``, ``+spe+batch``; ``keras.distillation +batch``
+(Keras' trainer with the same larger batch and rate, for a like-for-like
+comparison); and ``bare step``, the student's train step (the same loss on
+the same cached logits) called from a Python loop over in-memory tensors: no ``tf.data``, no ``fit``, no callbacks, the floor
 the cached Distiller's epoch is compared with.
 
 The trainers take turns, one epoch each per round, so a slow patch of a shared
 machine hits them alike. After every epoch each student is evaluated on the
 test split (or, to choose a setting, on a validation split carved from the
-training digits: ``settings["split"] == "validation"``) with the clock stopped. The record keeps every epoch's time and
-accuracy, so the time to any accuracy can be read from it afterwards.
+training digits: ``settings["split"] == "validation"``) with the clock
+stopped. The record keeps every epoch's time and accuracy, so the time to any
+accuracy can be read from it afterwards.
 """
 
 import statistics
@@ -39,8 +40,9 @@ import time
 import numpy as np
 
 TRAINERS = ("scratch", "keras.distillation", "keras.io example", "kdkeras online", "kdkeras cached")
-LEVERS = ("keras.distillation +batch", "kdkeras cached +spe", "kdkeras cached +jit", "kdkeras cached +bf16", "kdkeras cached +batch",
-          "kdkeras cached +spe+jit", "kdkeras cached +spe+bf16", "kdkeras cached +spe+batch", "bare step")
+LEVERS = ("keras.distillation +batch", "kdkeras cached +spe", "kdkeras cached +jit", "kdkeras cached +bf16",
+          "kdkeras cached +batch", "kdkeras cached +spe+jit", "kdkeras cached +spe+bf16", "kdkeras cached +spe+batch",
+          "bare step")
 ALL_TRAINERS = TRAINERS + LEVERS
 
 
@@ -97,7 +99,8 @@ def make_trainer(name, student, teacher, train, settings):
     import kdkeras
 
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    t, alpha, batch, rate = settings["temperature"], settings["alpha"], settings["batch_size"], settings["learning_rate"]
+    t, alpha = settings["temperature"], settings["alpha"]
+    batch, rate = settings["batch_size"], settings["learning_rate"]
     if "+batch" in name:
         batch = settings["large_batch"]
         rate = settings.get("large_batch_learning_rate") or rate * (batch / settings["batch_size"]) ** 0.5

@@ -71,20 +71,30 @@ def parse_args(argv=None):
     p.add_argument("--trainers", nargs="+", default=None, metavar="NAME",
                    help="with --to-accuracy: the trainers to run (default: the five of the comparison; the levers: "
                         "'kdkeras cached +spe', '+jit', '+bf16', '+batch', '+spe+jit', '+spe+bf16', '+spe+batch', "
-                        "'keras.distillation +batch' and 'bare step')")
+                        "'+spe+batch+cosine', 'keras.distillation +batch', 'keras.distillation +batch+cosine' and "
+                        "'bare step')")
     p.add_argument("--steps-per-execution", type=int, default=16, help="with --to-accuracy: for the +spe levers")
     p.add_argument("--large-batch", type=int, default=256, help="with --to-accuracy: for the +batch levers")
     p.add_argument("--large-batch-learning-rate", type=float, default=None,
                    help="with --to-accuracy: Adam's rate for the +batch levers (default: --learning-rate x the "
                         "square root of the batch ratio)")
+    p.add_argument("--inference-batch-size", type=int, default=1024,
+                   help="with --to-accuracy: digits per teacher call while the cached trainers build their cache")
+    p.add_argument("--decay-epochs", type=int, default=None,
+                   help="with --to-accuracy: the +cosine levers decay the rate to 0 over this many epochs "
+                        "(default: --max-epochs)")
     p.add_argument("--validation-size", type=float, default=None, metavar="N",
                    help="with --to-accuracy: evaluate on a seeded, stratified validation split of N training digits "
                         "(a count, or a fraction < 1) instead of the test split, to choose a setting")
     p.add_argument("--child", choices=CONFIGS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.decay_epochs is None:
+        args.decay_epochs = args.max_epochs
+    if args.decay_epochs < 1:
+        p.error("--decay-epochs must be >= 1")
     if args.validation_size and args.validation_size >= 1:
         args.validation_size = int(args.validation_size)  # a count; below 1, a fraction
-    for name in ("samples", "batch_size", "rounds"):
+    for name in ("samples", "batch_size", "rounds", "inference_batch_size"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
     return args
@@ -296,6 +306,8 @@ def to_accuracy(args, argv):
                 "learning_rate": args.learning_rate, "temperature": args.temperature, "alpha": args.alpha,
                 "steps_per_execution": args.steps_per_execution, "large_batch": args.large_batch,
                 "large_batch_learning_rate": args.large_batch_learning_rate,
+                "inference_batch_size": args.inference_batch_size,
+                "decay_epochs": args.decay_epochs if any("+cosine" in n for n in (args.trainers or ())) else None,
                 "split": "validation" if args.validation_size else "test"}
     names = tuple(args.trainers or tta.TRAINERS)
     unknown = [n for n in names if n not in tta.ALL_TRAINERS]

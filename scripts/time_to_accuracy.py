@@ -13,16 +13,19 @@ student weights and sees the same batches:
   (teacher forward every step, softened softmaxes into ``KLDivergence``);
 - ``kdkeras online``: :class:`kdkeras.Distiller`, teacher run every step;
 - ``kdkeras cached``: the same on logits cached once (the cache build is on
-  its clock).
+  its clock; the teacher is called ``inference_batch_size`` digits at a time,
+  the training batch when that is not set).
 
 ``--trainers`` picks others too (the levers, each one change to ``kdkeras
 cached``): ``+spe`` (``steps_per_execution``: several steps per
 ``tf.function`` call), ``+jit`` (``jit_compile=True``), ``+bf16``
 (``mixed_bfloat16``), ``+batch`` (a larger batch, learning rate scaled by the
 square root of the batch ratio unless ``large_batch_learning_rate`` is given),
-``+spe+jit``, ``+spe+bf16``, ``+spe+batch``; ``keras.distillation +batch``
-(Keras' trainer with the same larger batch and rate, for a like-for-like
-comparison); and ``bare step``, the student's train step (the same loss on
+``+spe+jit``, ``+spe+bf16``, ``+spe+batch``; ``+spe+batch+cosine`` (the
+same, with the rate decayed to zero along a cosine over ``decay_epochs``
+epochs, as the main job's recipe does over its budget); ``keras.distillation
++batch`` and ``keras.distillation +batch+cosine`` (Keras' trainer with the
+same larger batch and rate, and schedule, for a like-for-like comparison); and ``bare step``, the student's train step (the same loss on
 the same cached logits) called from a Python loop over in-memory tensors: no ``tf.data``, no ``fit``, no callbacks, the floor
 the cached Distiller's epoch is compared with.
 
@@ -40,9 +43,9 @@ import time
 import numpy as np
 
 TRAINERS = ("scratch", "keras.distillation", "keras.io example", "kdkeras online", "kdkeras cached")
-LEVERS = ("keras.distillation +batch", "kdkeras cached +spe", "kdkeras cached +jit", "kdkeras cached +bf16",
+LEVERS = ("keras.distillation +batch", "keras.distillation +batch+cosine", "kdkeras cached +spe", "kdkeras cached +jit", "kdkeras cached +bf16",
           "kdkeras cached +batch", "kdkeras cached +spe+jit", "kdkeras cached +spe+bf16", "kdkeras cached +spe+batch",
-          "bare step")
+          "kdkeras cached +spe+batch+cosine", "bare step")
 ALL_TRAINERS = TRAINERS + LEVERS
 
 
@@ -104,6 +107,9 @@ def make_trainer(name, student, teacher, train, settings):
     if "+batch" in name:
         batch = settings["large_batch"]
         rate = settings.get("large_batch_learning_rate") or rate * (batch / settings["batch_size"]) ** 0.5
+    if "+cosine" in name:  # to zero over decay_epochs epochs of ceil(n / batch) steps, then held there
+        steps = settings["decay_epochs"] * -(-len(train[0]) // batch)
+        rate = keras.optimizers.schedules.CosineDecay(rate, steps)
     adam = keras.optimizers.Adam(rate)
     data = kdkeras.make_dataset(*train, batch, shuffle=True, seed=settings["seed"])
     if name == "scratch":
@@ -130,7 +136,8 @@ def make_trainer(name, student, teacher, train, settings):
     if name == "kdkeras online":
         return model, data, 0.0
     start = time.perf_counter()
-    cached = kdkeras.cache_teacher_logits(teacher, train, batch_size=batch, shuffle=True, seed=settings["seed"])
+    cached = kdkeras.cache_teacher_logits(teacher, train, batch_size=batch, shuffle=True, seed=settings["seed"],
+                                          inference_batch_size=settings.get("inference_batch_size"))
     return model, cached, time.perf_counter() - start
 
 
@@ -274,7 +281,10 @@ def summarize(runs, target):
 def large_batch_rate(settings):
     """How the +batch levers set Adam's learning rate, in words."""
     rate = settings.get("large_batch_learning_rate")
-    return f"Adam {rate:g}" if rate else "learning rate x sqrt of the batch ratio"
+    words = f"Adam {rate:g}" if rate else "learning rate x sqrt of the batch ratio"
+    if settings.get("decay_epochs"):
+        words += f"; +cosine: decayed to 0 over {settings['decay_epochs']} epochs"
+    return words
 
 
 def markdown(record):
@@ -294,7 +304,8 @@ def markdown(record):
         f"- method: per seed one teacher ({record['settings']['teacher_epochs']} epochs, outside the clock) and "
         "one student initialisation shared by every trainer; trainers take turns one epoch each; the "
         f"{split} split is evaluated after every epoch with the clock stopped; cache building is on the cached "
-        "trainer's clock. "
+        "trainer's clock" + (f" (teacher calls of {record['settings']['inference_batch_size']} digits). "
+                             if record["settings"].get("inference_batch_size") else ". ") +
         f"Batch {record['settings']['batch_size']}, Adam {record['settings']['learning_rate']:g}, "
         f"T = {record['settings']['temperature']:g}, alpha = {record['settings']['alpha']:g}, no augmentation; "
         f"levers: steps_per_execution {record['settings'].get('steps_per_execution')}, larger batch "

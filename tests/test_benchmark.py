@@ -91,6 +91,15 @@ def test_lever_trainers_change_one_thing_each(trained_teacher, sample_arrays):
     assert int(next(iter(data))[1].shape[0]) == 256
     assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(4e-3)
 
+    # +cosine: the same rate at the start, decayed to 0 over decay_epochs epochs of ceil(512 / 256) = 2 steps.
+    for name in ("kdkeras cached +spe+batch+cosine", "keras.distillation +batch+cosine"):
+        model, data, _ = tta.make_trainer(name, kdkeras.build_student(seed=1), trained_teacher, train,
+                                          {**settings, "large_batch_learning_rate": 4e-3, "decay_epochs": 3})
+        schedule = model.optimizer._learning_rate
+        assert int(next(iter(data))[1].shape[0]) == 256
+        rates = [float(schedule(step)) for step in (0, 3, 6, 9)]
+        assert rates == pytest.approx([4e-3, 2e-3, 0.0, 0.0], abs=1e-9), name
+
     # The bare step trains the student on the cached logits from a Python loop: one epoch moves the weights.
     student = kdkeras.build_student(seed=1)
     before = [w.copy() for w in student.get_weights()]
@@ -168,3 +177,25 @@ def test_evaluation_is_outside_every_clock_and_the_cache_build_inside_the_cached
         t = run["trainers"][name]
         assert summary[name]["per_seed"][0]["seconds_to_target"] == pytest.approx(
             t["setup_seconds"] + t["epoch_seconds"][0])
+
+
+def test_cached_trainers_call_the_teacher_in_inference_batches(trained_teacher, sample_arrays, monkeypatch):
+    import kdkeras
+
+    tta = _tta()
+    (x, y), _ = sample_arrays
+    calls = []
+    original = kdkeras.cache_teacher_logits
+
+    def recording(teacher, data, **kw):
+        calls.append(kw)
+        return original(teacher, data, **kw)
+
+    monkeypatch.setattr(kdkeras, "cache_teacher_logits", recording)
+    settings = {"temperature": 4.0, "alpha": 0.1, "batch_size": 64, "learning_rate": 1e-3, "seed": 0,
+                "steps_per_execution": 8, "large_batch": 256, "inference_batch_size": 500}
+    for name in ("kdkeras cached", "kdkeras cached +spe+batch"):
+        _, data, _ = tta.make_trainer(name, kdkeras.build_student(seed=1), trained_teacher, (x[:512], y[:512]),
+                                      settings)
+    assert [(c["batch_size"], c["inference_batch_size"]) for c in calls] == [(64, 500), (256, 500)]
+    assert int(next(iter(data))[1].shape[0]) == 256  # the student still trains on its own batch

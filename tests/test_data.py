@@ -4,6 +4,7 @@ import os
 import time
 import warnings
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -185,6 +186,43 @@ def test_cache_rejects_bad_arguments(trained_teacher, small_batch):
         kdkeras.cache_teacher_logits(trained_teacher, x)
     with pytest.raises(ValueError, match="empty"):
         kdkeras.cache_teacher_logits(trained_teacher, ds.take(0))
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="inference_batch_size"):
+            kdkeras.cache_teacher_logits(trained_teacher, (x, y), inference_batch_size=bad)
+    with pytest.raises(ValueError, match="applies to arrays"):
+        kdkeras.cache_teacher_logits(trained_teacher, ds, inference_batch_size=256)
+
+
+class CallSizeTeacher(keras.Model):
+    """Linear logits plus the number of examples in the call: the cached logits show how the teacher was called."""
+
+    def __init__(self, w, b):
+        super().__init__()
+        self.w, self.b = tf.constant(w), tf.constant(b)
+
+    def call(self, x, training=False):
+        flat = tf.reshape(x, (tf.shape(x)[0], -1))
+        size = tf.cast(tf.shape(x)[0], tf.float32)
+        return flat @ self.w + self.b + size + (1000.0 if training else 0.0)
+
+
+def test_cache_calls_the_teacher_in_inference_batches_and_yields_training_batches(small_batch):
+    x, y = small_batch  # 96 digits, every class, shuffled
+    rng = np.random.default_rng(0)
+    w, b = rng.normal(size=(784, 10)).astype(np.float32) * 0.05, rng.normal(size=10).astype(np.float32)
+    reference = x.reshape(96, -1) @ w + b  # NumPy, no call-size term
+
+    def cached(**kw):
+        ds = kdkeras.cache_teacher_logits(CallSizeTeacher(w, b), (x, y), batch_size=16, shuffle=False, **kw)
+        batches = list(ds)
+        assert [int(b[1].shape[0]) for b in batches] == [16] * 6  # training batches, whatever the call size
+        logits = np.concatenate([b[0]["teacher_logits"].numpy() for b in batches])
+        np.testing.assert_array_equal(np.concatenate([b[1].numpy() for b in batches]), y)
+        return logits - reference  # what is left is the call-size term
+
+    np.testing.assert_allclose(cached(inference_batch_size=40), np.repeat([40.0, 40.0, 16.0], [40, 40, 16])[:, None]
+                               * np.ones(10), atol=1e-3)
+    np.testing.assert_allclose(cached(), np.full((96, 10), 16.0), atol=1e-3)  # default: the training batch
 
 
 def test_network_guard_refuses_outside_connections_and_allows_loopback():

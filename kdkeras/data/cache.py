@@ -67,6 +67,7 @@ def cache_teacher_logits(
     verbose=0,
     directory=None,
     shuffle_buffer=10_000,
+    inference_batch_size=None,
 ):
     """Runs the teacher once over a dataset and returns batches that carry its logits.
 
@@ -102,6 +103,12 @@ def cache_teacher_logits(
             looks finished. Reuse it later with ``tf.data.Dataset.load``.
         shuffle_buffer: With ``directory``: examples in the shuffle buffer
             (the in-memory cache always shuffles over the whole set).
+        inference_batch_size: With arrays: examples per teacher call while
+            the cache is built (default: ``batch_size``). The teacher runs in
+            inference mode, so this changes only speed and memory, not the
+            logits: larger calls amortise the per-call overhead of a small
+            teacher, at the cost of the activations of one larger call. A
+            dataset is run batch by batch as it comes.
 
     Returns:
         A batched, prefetched ``tf.data.Dataset``.
@@ -115,6 +122,12 @@ def cache_teacher_logits(
     """
     if dtype not in ("float32", "float16"):
         raise ValueError(f'dtype must be "float32" or "float16"; received {dtype!r}.')
+    size = inference_batch_size
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise ValueError(f"inference_batch_size must be a positive integer; received {inference_batch_size!r}.")
+    if isinstance(data, tf.data.Dataset) and size is not None:
+        raise ValueError("inference_batch_size applies to arrays; a dataset is run batch by batch as it comes "
+                         "(rebatch it, or pass the arrays).")
     if isinstance(data, tf.data.Dataset) and int(data.cardinality()) == 0:
         raise ValueError("The dataset is empty (cardinality 0): nothing to cache.")
 
@@ -127,7 +140,7 @@ def cache_teacher_logits(
         # input tensors (no second copy of the images).
         if directory is not None:
             raise ValueError("directory= caches a tf.data.Dataset on disk; arrays are cached in memory.")
-        elements = teacher_logit_arrays(teacher, data, batch_size=batch_size or 64, dtype=dtype,
+        elements = teacher_logit_arrays(teacher, data, batch_size=size or batch_size or 64, dtype=dtype,
                                         verbose=verbose, forward=forward)
         return batched_dataset(elements, batch_size or 64, shuffle, seed)
 

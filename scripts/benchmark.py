@@ -86,6 +86,9 @@ def parse_args(argv=None):
     p.add_argument("--validation-size", type=float, default=None, metavar="N",
                    help="with --to-accuracy: evaluate on a seeded, stratified validation split of N training digits "
                         "(a count, or a fraction < 1) instead of the test split, to choose a setting")
+    p.add_argument("--resummarize", nargs="+", default=None, metavar="JSON",
+                   help="recompute the summary of earlier --to-accuracy result files from their stored epochs "
+                        "(rewrites each file's summary, keeps its runs and provenance) and print their tables")
     p.add_argument("--child", choices=CONFIGS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.decay_epochs is None:
@@ -353,10 +356,30 @@ def _prepend(path, text):
     write_text(path, _INTRO + text + ("\n## " + previous if previous else ""))
 
 
+def resummarize(paths, argv):
+    """Recomputes each result file's summary from its stored per-epoch records; prints its table."""
+    from kdkeras.atomic import write_text
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import time_to_accuracy as tta
+
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            record = json.load(f)
+        record["summary"] = tta.summarize(record["runs"], record["settings"]["target"])
+        record["resummarized"] = {"date": datetime.date.today().isoformat(), "command": " ".join(
+            ["python", "scripts/benchmark.py", *(argv if argv is not None else sys.argv[1:])])}
+        write_text(path, json.dumps(record, indent=2) + "\n")
+        print(f"{path}\n\n{tta.markdown(record)}")
+    return 0
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.child:
         return child(args)
+    if args.resummarize:
+        return resummarize(args.resummarize, argv)
     if args.to_accuracy is not None:
         return to_accuracy(args, argv)
     import tensorflow as tf

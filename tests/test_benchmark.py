@@ -126,7 +126,28 @@ def test_summary_reports_each_epoch_against_the_bare_step():
                                                                "tensorflow": "t", "keras": "k", "data": "d"},
               "settings": {"target": 0.985, "pair": "article", "teacher_epochs": 1, "batch_size": 64,
                            "learning_rate": 1e-3, "temperature": 4.0, "alpha": 0.1, "max_epochs": 2}}
-    assert "| kdkeras cached | 7.0 | 2 | 0.58 | — | 0.9900 | 3.00 | 1.50 |" in tta.markdown(record)
+    assert "| kdkeras cached | 7.0 | 2 | 0.58 | 0.58 | — | 0.9900 | 3.00 | 1.50 |" in tta.markdown(record)
+
+
+def test_the_steady_ratio_takes_each_trainers_median_epoch_so_one_stall_does_not_decide_it():
+    tta = _tta()
+    # keras.distillation reaches 0.985 in epoch 3, kdkeras in epoch 2, whose clock a 20 s stall hit.
+    runs = [{"seed": s, "teacher_accuracy": 0.99, "trainers": {
+        "keras.distillation": {"setup_seconds": 0.0, "epoch_seconds": [10.0, 10.0, 10.0, 12.0],
+                               "accuracy": [0.97, 0.98, 0.986, 0.99]},
+        "kdkeras cached": {"setup_seconds": 2.0, "epoch_seconds": [3.0, 20.0, 3.0, 3.0],
+                           "accuracy": [0.98, 0.985, 0.99, 0.99]}}} for s in (0, 1)]
+    runs[1]["trainers"]["kdkeras cached"]["accuracy"] = [0.98, 0.98, 0.98, 0.98]  # this seed never reaches it
+    summary = tta.summarize(runs, 0.985)
+    reached = summary["kdkeras cached"]["per_seed"][0]
+    assert reached["seconds_to_target"] == pytest.approx(25.0)  # the clock: 2 + 3 + 20
+    assert reached["steady_seconds_to_target"] == pytest.approx(8.0)  # 2 + 2 epochs x the median 3 s
+    assert summary["kdkeras cached"]["per_seed"][1]["steady_seconds_to_target"] is None
+    assert summary["kdkeras cached"]["steady_vs_keras_distillation"] is None  # a seed not reached: no median
+    assert summary["keras.distillation"]["median_steady_seconds_to_target"] == pytest.approx(30.0)  # 3 x 10
+    one = tta.summarize(runs[:1], 0.985)
+    assert one["kdkeras cached"]["steady_vs_keras_distillation"] == pytest.approx(8.0 / 30.0)
+    assert one["kdkeras cached"]["vs_keras_distillation"] == pytest.approx(25.0 / 30.0)
 
 
 def test_choosing_a_setting_evaluates_on_training_digits_held_out_never_on_the_test_split(sample_arrays):
@@ -199,3 +220,27 @@ def test_cached_trainers_call_the_teacher_in_inference_batches(trained_teacher, 
                                       settings)
     assert [(c["batch_size"], c["inference_batch_size"]) for c in calls] == [(64, 500), (256, 500)]
     assert int(next(iter(data))[1].shape[0]) == 256  # the student still trains on its own batch
+
+
+def test_resummarize_recomputes_an_earlier_files_summary_from_its_epochs(tmp_path, capsys):
+    bench = load_script("scripts/benchmark.py")
+    runs = [{"seed": 0, "teacher_accuracy": 0.99, "trainers": {
+        "keras.distillation": {"setup_seconds": 0.0, "epoch_seconds": [10.0, 10.0, 10.0],
+                               "accuracy": [0.98, 0.99, 0.99]},
+        "kdkeras cached": {"setup_seconds": 1.0, "epoch_seconds": [2.0, 9.0, 3.0], "accuracy": [0.97, 0.988, 0.99]}}}]
+    record = {"provenance": {"date": "2026-12-02T10:00:00", "command": "scripts/benchmark.py --to-accuracy 0.987",
+                             "machine": "m", "tensorflow": "t", "keras": "k", "data": "d"},
+              "settings": {"target": 0.987, "pair": "mlp", "teacher_epochs": 6, "batch_size": 64,
+                           "learning_rate": 1e-3, "temperature": 4.0, "alpha": 0.1, "max_epochs": 3},
+              "runs": runs, "summary": {"stale": True}}
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(record))
+    assert bench.main(["--resummarize", str(path)]) == 0
+    new = json.loads(path.read_text())
+    assert new["runs"] == runs and new["provenance"] == record["provenance"]  # the measurements are kept
+    mine = new["summary"]["kdkeras cached"]
+    assert "stale" not in new["summary"] and mine["median_seconds_to_target"] == pytest.approx(12.0)  # 1 + 2 + 9
+    assert mine["vs_keras_distillation"] == pytest.approx(0.6)  # against 20 s: the file's own target, 0.987
+    assert mine["steady_vs_keras_distillation"] == pytest.approx((1.0 + 2 * 3.0) / 20.0)  # median epoch 3 s
+    assert "--resummarize" in new["resummarized"]["command"]
+    assert "| kdkeras cached | 12.0 | 2 | 0.60 | 0.35 |" in capsys.readouterr().out

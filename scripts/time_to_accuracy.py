@@ -245,7 +245,12 @@ def run_seed(seed, pair, arrays, settings, log, trainer_names=TRAINERS):
 
 
 def summarize(runs, target):
-    """Medians over seeds of the time and epochs to ``target`` and to the scratch student's best accuracy."""
+    """Medians over seeds of the time and epochs to ``target`` and to the scratch student's best accuracy.
+
+    Besides the clock, each seed's time to the target is also estimated as the setup plus the epochs to the
+    target times the trainer's median epoch on that seed (``steady_seconds_to_target``): on a shared machine
+    that stalls now and then, one stall in the epochs before the target otherwise decides the ratio.
+    """
     summary = {}
     names = list(runs[0]["trainers"])
     for name in names:

@@ -91,9 +91,7 @@ def parse_args(argv=None):
                         "(rewrites each file's summary, keeps its runs and provenance) and print their tables")
     p.add_argument("--child", choices=CONFIGS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.decay_epochs is None:
-        args.decay_epochs = args.max_epochs
-    if args.decay_epochs < 1:
+    if args.decay_epochs is not None and args.decay_epochs < 1:
         p.error("--decay-epochs must be >= 1")
     if args.validation_size and args.validation_size >= 1:
         args.validation_size = int(args.validation_size)  # a count; below 1, a fraction
@@ -288,6 +286,14 @@ def _evaluated_on(arrays, validation_size, seed):
     return kdkeras.validation_split(*arrays[0], size=validation_size, seed=seed)
 
 
+def _time_to_accuracy():
+    """The sibling script module that runs and summarizes the time-to-accuracy comparison."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import time_to_accuracy
+
+    return time_to_accuracy
+
+
 def to_accuracy(args, argv):
     """The time-to-accuracy mode: writes the JSON and prepends its section to the report."""
     import tensorflow as tf
@@ -296,21 +302,21 @@ def to_accuracy(args, argv):
     from kdkeras.atomic import write_text
     from kdkeras.provenance import provenance
 
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the sibling script module
-    import time_to_accuracy as tta
-
     import warnings
+
+    tta = _time_to_accuracy()
 
     tf.get_logger().setLevel("ERROR")
     warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
     arrays = kdkeras.load_mnist_arrays(args.data)
+    cosine = any("+cosine" in n for n in (args.trainers or ()))  # only those trainers read decay_epochs
     settings = {"target": args.to_accuracy, "pair": args.pair, "max_epochs": args.max_epochs,
                 "teacher_epochs": args.teacher_epochs, "batch_size": args.batch_size,
                 "learning_rate": args.learning_rate, "temperature": args.temperature, "alpha": args.alpha,
                 "steps_per_execution": args.steps_per_execution, "large_batch": args.large_batch,
                 "large_batch_learning_rate": args.large_batch_learning_rate,
                 "inference_batch_size": args.inference_batch_size,
-                "decay_epochs": args.decay_epochs if any("+cosine" in n for n in (args.trainers or ())) else None,
+                "decay_epochs": (args.decay_epochs or args.max_epochs) if cosine else None,
                 "split": "validation" if args.validation_size else "test"}
     names = tuple(args.trainers or tta.TRAINERS)
     unknown = [n for n in names if n not in tta.ALL_TRAINERS]
@@ -360,9 +366,7 @@ def resummarize(paths, argv):
     """Recomputes each result file's summary from its stored per-epoch records; prints its table."""
     from kdkeras.atomic import write_text
 
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import time_to_accuracy as tta
-
+    tta = _time_to_accuracy()
     for path in paths:
         with open(path, encoding="utf-8") as f:
             record = json.load(f)

@@ -25,9 +25,10 @@ square root of the batch ratio unless ``large_batch_learning_rate`` is given),
 same, with the rate decayed to zero along a cosine over ``decay_epochs``
 epochs, as the main job's recipe does over its budget); ``keras.distillation
 +batch`` and ``keras.distillation +batch+cosine`` (Keras' trainer with the
-same larger batch and rate, and schedule, for a like-for-like comparison); and ``bare step``, the student's train step (the same loss on
-the same cached logits) called from a Python loop over in-memory tensors: no ``tf.data``, no ``fit``, no callbacks, the floor
-the cached Distiller's epoch is compared with.
+same larger batch and rate, and schedule, for a like-for-like comparison);
+and ``bare step``, the student's train step (the same loss on the same cached
+logits) called from a Python loop over in-memory tensors: no ``tf.data``, no
+``fit``, no callbacks, the floor the cached Distiller's epoch is compared with.
 
 The trainers take turns, one epoch each per round, so a slow patch of a shared
 machine hits them alike. After every epoch each student is evaluated on the
@@ -43,9 +44,9 @@ import time
 import numpy as np
 
 TRAINERS = ("scratch", "keras.distillation", "keras.io example", "kdkeras online", "kdkeras cached")
-LEVERS = ("keras.distillation +batch", "keras.distillation +batch+cosine", "kdkeras cached +spe", "kdkeras cached +jit", "kdkeras cached +bf16",
-          "kdkeras cached +batch", "kdkeras cached +spe+jit", "kdkeras cached +spe+bf16", "kdkeras cached +spe+batch",
-          "kdkeras cached +spe+batch+cosine", "bare step")
+LEVERS = ("keras.distillation +batch", "keras.distillation +batch+cosine", "kdkeras cached +spe",
+          "kdkeras cached +jit", "kdkeras cached +bf16", "kdkeras cached +batch", "kdkeras cached +spe+jit",
+          "kdkeras cached +spe+bf16", "kdkeras cached +spe+batch", "kdkeras cached +spe+batch+cosine", "bare step")
 ALL_TRAINERS = TRAINERS + LEVERS
 
 
@@ -264,8 +265,6 @@ def summarize(runs, target):
             epochs_best, clock_best = first_reach(t["accuracy"], seconds, scratch_best)
             typical = statistics.median(t["epoch_seconds"])
             per_seed.append({"epochs_to_target": epochs, "seconds_to_target": clock,
-                             # The same epochs at this trainer's median epoch time: blind to a stall of the
-                             # shared machine that happens to hit one trainer's epoch before the target.
                              "steady_seconds_to_target": t["setup_seconds"] + epochs * typical if epochs else None,
                              "epochs_to_scratch_best": epochs_best, "seconds_to_scratch_best": clock_best,
                              "best_accuracy": max(t["accuracy"]), "median_epoch_seconds": typical,

@@ -31,6 +31,8 @@ __all__ = [
 
 #: Marks the in-graph label-range assertion, so its error can be reworded for the user.
 LABEL_CHECK_TAG = "kdkeras-label-range-check"
+#: Marks the in-graph check that a top-k teacher cache was made at the training temperature.
+TOP_K_TEMPERATURE_TAG = "kdkeras-top-k-temperature"
 
 
 def _final_layer(model):
@@ -81,15 +83,34 @@ def check_model(model, role):
         )
 
 
-def check_same_outputs(teacher, student):
-    """Teacher and student must predict the same number of classes (when both say)."""
+def check_same_outputs(teacher, student, vocabulary_size=None):
+    """Teacher and student must predict the same classes; returns the ``vocabulary_size`` to compare (or None).
+
+    Language models whose output sizes differ only by padding rows are
+    compared on their first ``vocabulary_size`` logits; without it, outputs
+    of different sizes are refused with a message that names both sizes and
+    the argument.
+    """
     t_dim, s_dim = output_dim(teacher), output_dim(student)
+    if vocabulary_size is not None:
+        if isinstance(vocabulary_size, bool) or not isinstance(vocabulary_size, (int, np.integer)) or \
+                vocabulary_size < 1:
+            raise ValueError(f"vocabulary_size must be a positive integer; received {vocabulary_size!r}.")
+        for role, model, dim in (("teacher", teacher, t_dim), ("student", student, s_dim)):
+            if dim is not None and dim < vocabulary_size:
+                raise ValueError(
+                    f"vocabulary_size={vocabulary_size} is larger than the {role} {model.name!r}'s {dim} output "
+                    "logits; it must be at most the smaller of the two output sizes.")
+        return int(vocabulary_size)
     if t_dim is not None and s_dim is not None and t_dim != s_dim:
         raise ValueError(
             f"Teacher and student output shapes differ: teacher {teacher.name!r} outputs {t_dim} logits, "
             f"student {student.name!r} outputs {s_dim}. Both must predict the same classes; rebuild the "
-            f"student with num_classes={t_dim}."
+            f"student with num_classes={t_dim}. Language models whose vocabularies differ only by padding "
+            f"rows: pass Distiller(..., vocabulary_size=V) with V the real vocabulary size "
+            f"(at most {min(t_dim, s_dim)}), and both are compared on their first V logits."
         )
+    return None
 
 
 def check_logit_shapes(teacher_logits, student_logits):
@@ -235,6 +256,10 @@ def raise_friendly(error, role):
         detail = re.sub(r"\s+", " ", detail.split("\n\t [[")[0]).strip(" :")
         raise ValueError(f"Labels in the {role} data are out of range: {detail}. Labels must be integer class "
                          "indices 0..num_classes-1.") from None
+    if TOP_K_TEMPERATURE_TAG in message:
+        detail = message[message.index(TOP_K_TEMPERATURE_TAG) + len(TOP_K_TEMPERATURE_TAG):]
+        detail = re.sub(r"\s+", " ", detail.split("\n\t [[")[0]).strip(" :")
+        raise ValueError(detail.replace("] [", " ").replace("\\'", "'").strip("[] ")) from None
     if "Empty logs" in message:
         raise ValueError(f"The {role} data produced no batches (an empty dataset?). {message}") from None
     raise error

@@ -9,6 +9,7 @@ does)::
 :func:`cached_batch` builds that form and :func:`split_cached_inputs` takes it apart.
 """
 
+import inspect
 import logging
 
 import keras
@@ -16,9 +17,12 @@ import tensorflow as tf
 
 from kdkeras import checks
 from kdkeras import distribute as _distribute
+from kdkeras import language
 from kdkeras import losses as losses_module
+from kdkeras.losses import TopKTeacher
 from kdkeras.teachers import as_teacher
-from kdkeras.terms import DistillationBatch, SoftTargetLoss, StudentLoss, capture_outputs, reduce_terms
+from kdkeras.terms import (DistillationBatch, SoftTargetLoss, StudentLoss, capture_outputs, is_token_level,
+                           reduce_terms)
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +33,10 @@ __all__ = [
     "INPUTS_KEY",
     "SoftTargetVariables",
     "TEACHER_LOGITS_KEY",
+    "TEACHER_TOP_K_KEY",
     "cached_batch",
     "split_cached_inputs",
+    "top_k_batch",
 ]
 
 #: ``compile``'s default weight of the hard-label loss (the keras.io example's value).
@@ -44,18 +50,43 @@ INPUTS_KEY = "inputs"
 TEACHER_LOGITS_KEY = "teacher_logits"
 
 
+#: Key of a top-k teacher cache in such a batch (instead of the full logits).
+TEACHER_TOP_K_KEY = "teacher_top_k"
+_TOP_K_FIELDS = ("log_probs", "indices", "tail_log_mass", "temperature")
+
+
 def cached_batch(inputs, teacher_logits):
     """The inputs part of a batch that carries the teacher's logits: ``{"inputs": x, "teacher_logits": t}``."""
     return {INPUTS_KEY: inputs, TEACHER_LOGITS_KEY: teacher_logits}
 
 
+def top_k_batch(inputs, log_probs, indices, tail_log_mass, temperature):
+    """The inputs part of a batch that carries a top-k teacher cache (see :class:`kdkeras.losses.TopKTeacher`).
+
+    ``{"inputs": x, "teacher_top_k": {"log_probs": [b, s, k], "indices": [b, s, k],
+    "tail_log_mass": [b, s], "temperature": [b]}}``; ``temperature`` is the one
+    the log-probabilities were made at (the Distiller refuses to train at another).
+    """
+    fields = {"log_probs": log_probs, "indices": indices, "tail_log_mass": tail_log_mass, "temperature": temperature}
+    return {INPUTS_KEY: inputs, TEACHER_TOP_K_KEY: fields}
+
+
 def split_cached_inputs(x):
     """Splits a batch's inputs into ``(model inputs, cached teacher logits or None)``.
 
-    Inputs made by :func:`cached_batch` come apart; any other input is returned as is.
+    Inputs made by :func:`cached_batch` come apart into the logits; inputs made
+    by :func:`top_k_batch` into a ``(TopKTeacher, temperature)`` pair; any
+    other input is returned as is.
     """
     if isinstance(x, dict) and set(x) == {INPUTS_KEY, TEACHER_LOGITS_KEY}:
         return x[INPUTS_KEY], x[TEACHER_LOGITS_KEY]
+    if isinstance(x, dict) and set(x) == {INPUTS_KEY, TEACHER_TOP_K_KEY}:
+        fields = x[TEACHER_TOP_K_KEY]
+        if not isinstance(fields, dict) or set(fields) != set(_TOP_K_FIELDS):
+            raise ValueError(f"A top-k teacher cache needs the fields {list(_TOP_K_FIELDS)}; received "
+                             f"{sorted(fields) if isinstance(fields, dict) else type(fields).__name__}.")
+        teacher = TopKTeacher(fields["log_probs"], fields["indices"], fields["tail_log_mass"])
+        return x[INPUTS_KEY], (teacher, fields["temperature"])
     return x, None
 
 
@@ -127,6 +158,12 @@ class Distiller(SoftTargetVariables, keras.Model):
     not run. Under ``tf.distribute`` one step updates the weights exactly as
     one device does on the same global batch.
 
+    Language models (logits ``[batch, steps, vocab]``) are distilled per token:
+    every term is averaged over the real tokens of the global batch, weighted
+    by a ``[batch, steps]`` ``sample_weight`` or, without one, by the
+    ``padding_mask`` of KerasHub-style dict inputs (see :mod:`kdkeras.language`);
+    ``compile(on_policy_fraction=...)`` adds on-policy distillation.
+
     Extra loss terms (the one extension point, see :mod:`kdkeras.terms`) are
     added with ``loss_terms=``; each is weighted, reported under its name, and
     may ask for intermediate layer outputs of either model.
@@ -143,6 +180,13 @@ class Distiller(SoftTargetVariables, keras.Model):
         loss_terms: Extra :class:`kdkeras.terms.LossTerm` instances added to the
             loss (not saved in the config: a subclass that builds its terms in
             ``__init__``, like :class:`kdkeras.FeatureDistiller`, saves them).
+        vocabulary_size: For language models whose output sizes differ only
+            by padding rows (an embedding padded to a multiple of 64, say):
+            compare the first ``vocabulary_size`` logits of both. Without it,
+            outputs of different sizes are refused.
+        preprocessor: Turns raw strings into token batches when ``fit`` or
+            ``evaluate`` receive text (a KerasHub preprocessor); default: the
+            student's ``preprocessor``, else the teacher's.
         **kwargs: Passed on to ``keras.Model`` (for example ``name``).
 
     Example:
@@ -165,12 +209,15 @@ class Distiller(SoftTargetVariables, keras.Model):
     """
 
 
-    def __init__(self, student, teacher, loss_terms=(), teacher_outputs="logits", **kwargs):
+    def __init__(self, student, teacher, loss_terms=(), teacher_outputs="logits", vocabulary_size=None,
+                 preprocessor=None, **kwargs):
         super().__init__(**kwargs)
         teacher = as_teacher(teacher, teacher_outputs)
         checks.check_model(student, "student")
         checks.check_model(teacher, "teacher")
-        checks.check_same_outputs(teacher, student)
+        self.vocabulary_size = checks.check_same_outputs(teacher, student, vocabulary_size)
+        self.preprocessor = preprocessor
+        self._on_policy = None
         self.student = student
         self.teacher = teacher
         self.teacher.trainable = False
@@ -206,14 +253,19 @@ class Distiller(SoftTargetVariables, keras.Model):
 
     def train_step(self, data):
         x, y, sample_weight, cached_logits = self._unpack(data)
+        hard_label_weight = 1.0
+        if self._on_policy is not None:
+            # On-policy: with probability lambda the student continues the prompts by sampling
+            x, y, sample_weight, hard_label_weight = self._on_policy_batch(x, y, sample_weight, cached_logits)
         # Forward pass of teacher (skipped when the batch carries its cached logits)
         teacher_logits, teacher_features = self._teacher_forward(x, cached_logits)
         with tf.GradientTape() as tape:
             # Forward pass of student
             student_logits, student_features = self._forward(self.student, "student_layers", x, training=True)
+            sample_weight = self._weights(x, sample_weight, student_logits)
             # Compute losses: alpha * hard-label loss + (1 - alpha) * T² KL (+ any extra terms)
             batch = DistillationBatch(y, sample_weight, teacher_logits, student_logits,
-                                      teacher_features, student_features)
+                                      teacher_features, student_features, hard_label_weight)
             losses = self.compute_losses(batch)
             scaled_loss = self.optimizer.scale_loss(losses.gradient_loss)
         # Compute gradients
@@ -228,6 +280,7 @@ class Distiller(SoftTargetVariables, keras.Model):
         x, y, sample_weight, cached_logits = self._unpack(data)
         teacher_logits, teacher_features = self._teacher_forward(x, cached_logits)
         student_logits, student_features = self._forward(self.student, "student_layers", x, training=False)
+        sample_weight = self._weights(x, sample_weight, student_logits)
         batch = DistillationBatch(y, sample_weight, teacher_logits, student_logits, teacher_features, student_features)
         self._update_trackers(self.compute_losses(batch), batch)
         return self._step_logs(x, y, student_logits, sample_weight)
@@ -240,10 +293,44 @@ class Distiller(SoftTargetVariables, keras.Model):
         """
         if self.distillation_loss_fn is None:
             raise RuntimeError("Call Distiller.compile() before fit(), evaluate() or test_step().")
-        student_logits = tf.cast(batch.student_logits, tf.float32)
-        checks.check_logit_shapes(batch.teacher_logits, student_logits)
+        student_logits = self._vocabulary(tf.cast(batch.student_logits, tf.float32))
+        teacher_logits = batch.teacher_logits
+        if not isinstance(teacher_logits, TopKTeacher):
+            teacher_logits = self._vocabulary(teacher_logits)
+            checks.check_logit_shapes(teacher_logits, student_logits)
         labels = checks.checked_labels(batch.labels, tf.shape(student_logits)[-1], self.jit_compile)
-        return reduce_terms(self._terms, batch._replace(labels=labels, student_logits=student_logits))
+        return reduce_terms(self._terms, batch._replace(labels=labels, student_logits=student_logits,
+                                                        teacher_logits=teacher_logits))
+
+    def _vocabulary(self, logits):
+        """The first ``vocabulary_size`` logits (all of them when it is not set)."""
+        return logits if self.vocabulary_size is None else logits[..., :self.vocabulary_size]
+
+    def _weights(self, x, sample_weight, student_logits):
+        """The batch's weights; for token-level logits without ``sample_weight``, the inputs' padding mask."""
+        if sample_weight is None and is_token_level(student_logits):
+            return language.default_token_weights(x, None)
+        return sample_weight
+
+    def _on_policy_batch(self, x, y, sample_weight, cached_logits):
+        """``(x, y, weights, hard-label weight)``: the batch, or with probability lambda the student's samples."""
+        if cached_logits is not None:
+            raise ValueError("On-policy distillation needs the teacher online to score the student's samples; "
+                             "train on the plain token dataset, not on cached teacher logits.")
+        policy, step = self._on_policy, self.optimizer.iterations
+        weights = language.default_token_weights(x, sample_weight)
+        weights = tf.ones_like(y, tf.float32) if weights is None else tf.cast(weights, tf.float32)
+
+        def sampled():
+            new_x, new_y, new_w = language.sample_continuations(self.student, x, step, policy, self.vocabulary_size)
+            return new_x, tf.cast(new_y, y.dtype), new_w, tf.constant(0.0)
+
+        def as_given():
+            return x, y, weights, tf.constant(1.0)
+
+        if policy.fraction >= 1.0:
+            return sampled()
+        return tf.cond(language.on_policy_coin(step, policy), sampled, as_given)
 
     # ------------------------------------------------------------------ #
     # Forward passes, metrics and logs
@@ -254,7 +341,10 @@ class Distiller(SoftTargetVariables, keras.Model):
         return x, y, sample_weight, teacher_logits
 
     def _teacher_forward(self, x, cached_logits):
-        """The teacher's logits (float32, no gradient) and the features the terms asked for."""
+        """The teacher's logits (float32, no gradient) and the features the terms asked for.
+
+        A top-k cache gives a :class:`kdkeras.losses.TopKTeacher` instead of logits.
+        """
         if cached_logits is None:
             logits, features = self._forward(self.teacher, "teacher_layers", x, training=False)
         elif any(term.teacher_layers for term in self.loss_terms):
@@ -262,10 +352,27 @@ class Distiller(SoftTargetVariables, keras.Model):
                 "A loss term needs the teacher's intermediate features, which cached teacher logits do not "
                 "carry: train on the plain dataset (the teacher then runs online)."
             )
+        elif isinstance(cached_logits, tuple):
+            teacher, cache_temperature = cached_logits
+            return tf.nest.map_structure(tf.stop_gradient, self._checked_top_k(teacher, cache_temperature)), {}
         else:
             logits, features = cached_logits, {}
         features = tf.nest.map_structure(lambda v: tf.stop_gradient(tf.cast(v, tf.float32)), features)
         return tf.stop_gradient(tf.cast(logits, tf.float32)), features
+
+    def _checked_top_k(self, teacher, cache_temperature):
+        """The top-k teacher, after an in-graph check that it was cached at the training temperature."""
+        if self.jit_compile:
+            return teacher
+        cache_temperature = tf.cast(tf.reshape(cache_temperature, [-1])[:1], tf.float32)
+        same = tf.reduce_all(tf.abs(cache_temperature - self.temperature_variable) <= 1e-6 * self.temperature_variable)
+        check = tf.debugging.Assert(same, [
+            f"{checks.TOP_K_TEMPERATURE_TAG}: The top-k teacher cache was made at temperature", cache_temperature,
+            "but the Distiller trains at", self.temperature_variable,
+            "; its log-probabilities hold only at the cache's temperature: cache again with temperature= the "
+            "training temperature."])
+        with tf.control_dependencies([check]):
+            return TopKTeacher(*(tf.identity(v) for v in teacher))
 
     def _forward(self, model, which, x, training):
         """Runs ``model``, capturing the outputs of the layers the terms listed in ``which``."""
@@ -291,13 +398,14 @@ class Distiller(SoftTargetVariables, keras.Model):
         self._loss_tracker.update_state(total, sample_weight=losses.local_n)
         for tracker, mean in zip(self._term_metric_list, losses.means):
             tracker.update_state(mean, sample_weight=losses.local_n)
-        agree = tf.cast(tf.equal(tf.argmax(batch.student_logits, axis=-1), tf.argmax(batch.teacher_logits, axis=-1)),
-                        tf.float32)
+        agree = tf.cast(tf.equal(tf.argmax(batch.student_logits, axis=-1, output_type=tf.int32),
+                                 _teacher_top1(batch.teacher_logits)), tf.float32)
         self.agreement_tracker.update_state(agree, sample_weight=losses.example_weights)
 
     def _step_logs(self, x, y, student_logits, sample_weight):
         # Scalars cannot be reduced across workers by Keras 3.15 (see kdkeras.distribute).
-        return _distribute.reducible_logs(self.compute_metrics(x, y, student_logits, sample_weight))
+        logits = self._vocabulary(student_logits)
+        return _distribute.reducible_logs(self.compute_metrics(x, y, logits, sample_weight))
 
     @property
     def _term_metric_list(self):
@@ -325,6 +433,10 @@ class Distiller(SoftTargetVariables, keras.Model):
         distillation_loss_fn="kl",
         alpha=DEFAULT_ALPHA,
         temperature=DEFAULT_TEMPERATURE,
+        on_policy_fraction=0.0,
+        max_new_tokens=None,
+        sampling_temperature=1.0,
+        on_policy_seed=0,
         **kwargs,
     ):
         """Configures the distiller for training.
@@ -344,6 +456,19 @@ class Distiller(SoftTargetVariables, keras.Model):
                 ``f(teacher_logits, student_logits, temperature)``.
             alpha: Weight of the hard-label loss, in ``[0, 1]``.
             temperature: Softmax temperature ``T > 0`` of the soft targets.
+            on_policy_fraction: Language models only: the probability
+                ``lambda`` that a training batch is replaced by the student's
+                own continuations of its prompts, scored by the (online)
+                teacher, with the loss on the generated tokens only and no
+                hard-label loss on them (GKD, Agarwal et al. 2024; MiniLLM,
+                Gu et al. 2024). 0 (default) is ordinary off-policy training.
+                See :func:`kdkeras.language.sample_continuations`.
+            max_new_tokens: Tokens the student generates per sequence when
+                ``on_policy_fraction > 0`` (required then).
+            sampling_temperature: The student's sampling temperature.
+            on_policy_seed: Seed of the on-policy draws; together with the
+                optimizer's step it fixes them, so a resumed run samples the
+                same sequences.
             **kwargs: Other ``keras.Model.compile`` arguments (``jit_compile``,
                 ``steps_per_execution``, ``run_eagerly``, ``weighted_metrics``,
                 ``auto_scale_loss``). ``loss`` is not accepted: use
@@ -357,6 +482,13 @@ class Distiller(SoftTargetVariables, keras.Model):
             )
         alpha = losses_module.check_alpha(alpha)
         temperature = losses_module.check_temperature(temperature)
+        self._on_policy = None
+        if on_policy_fraction:
+            if max_new_tokens is None:
+                raise ValueError(f"on_policy_fraction={on_policy_fraction!r} needs max_new_tokens= (the number of "
+                                 "tokens the student generates after each prompt).")
+            self._on_policy = language.OnPolicy(on_policy_fraction, max_new_tokens, sampling_temperature,
+                                                on_policy_seed)
         self.student_loss_fn = checks.resolve_student_loss(student_loss_fn)
         self.distillation_loss_fn = losses_module.get(distillation_loss_fn)
         self._terms = [
@@ -369,6 +501,10 @@ class Distiller(SoftTargetVariables, keras.Model):
             "distillation_loss_fn": distillation_loss_fn,
             "alpha": alpha,
             "temperature": temperature,
+            "on_policy_fraction": on_policy_fraction,
+            "max_new_tokens": max_new_tokens,
+            "sampling_temperature": sampling_temperature,
+            "on_policy_seed": on_policy_seed,
         }
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
         self.temperature_variable.assign(temperature)
@@ -390,6 +526,7 @@ class Distiller(SoftTargetVariables, keras.Model):
             "trainable": self.trainable,
             "student": serialize(self.student),
             "teacher": serialize(self.teacher),
+            "vocabulary_size": self.vocabulary_size,
         }
 
     @classmethod
@@ -422,8 +559,9 @@ class Distiller(SoftTargetVariables, keras.Model):
         config.pop("loss_weights", None)
         config["student_loss_fn"] = keras.saving.serialize_keras_object(args["student_loss_fn"])
         config["distillation_loss_fn"] = dist if isinstance(dist, str) else keras.saving.serialize_keras_object(dist)
-        config["alpha"] = args["alpha"]
-        config["temperature"] = args["temperature"]
+        for key in ("alpha", "temperature", "on_policy_fraction", "max_new_tokens", "sampling_temperature",
+                    "on_policy_seed"):
+            config[key] = args[key]
         return config
 
     def compile_from_config(self, config):
@@ -456,27 +594,49 @@ class Distiller(SoftTargetVariables, keras.Model):
         # shapes, which fails under MultiWorkerMirroredStrategy (see kdkeras.distribute).
         return _distribute.symbolic_build(self, super()._maybe_symbolic_build, iterator, data_batch)
 
+    def _text_to_tokens(self, x, y, arguments):
+        """Raw strings through the preprocessor (the Distiller's, else the student's or teacher's)."""
+        preprocessor = self.preprocessor or language.find_preprocessor(self.student, self.teacher)
+        x = language.preprocess_strings(preprocessor, x, y, arguments.pop("sample_weight", None),
+                                        arguments.pop("batch_size", None))
+        return x, None
+
+    def _validation_tokens(self, validation_data):
+        if language.is_string_data(validation_data):
+            return self._text_to_tokens(validation_data, None, {})[0]
+        if isinstance(validation_data, (tuple, list)) and validation_data and \
+                language.is_string_data(validation_data[0]):
+            x, y, w = (list(validation_data) + [None, None])[:3]
+            return self._text_to_tokens(x, y, {"sample_weight": w})[0]
+        return validation_data
+
     def fit(self, x=None, y=None, *args, **kwargs):
         """Trains the student; see ``keras.Model.fit``.
 
-        Bad data raises ``ValueError`` before the first step. Pass
+        Bad data raises ``ValueError`` before the first step. Raw strings (an
+        array or a dataset of them) go through the preprocessor first (see the
+        ``preprocessor`` argument). Pass
         ``callbacks=[kdkeras.callbacks.StopOnNonFinite()]`` to stop at the first
         NaN or infinite loss with an error naming the epoch and step (the main job
         does); it is not added by default because a per-step Python callback costs
         about 10 % of a small student's step on CPU.
         """
+        arguments = _bind(keras.Model.fit, self, x, y, *args, **kwargs)
+        x, y = arguments.pop("x"), arguments.pop("y")
+        if language.is_string_data(x):
+            x, y = self._text_to_tokens(x, y, arguments)
+        if arguments.get("validation_data") is not None:
+            arguments["validation_data"] = self._validation_tokens(arguments["validation_data"])
         self._check_data(x, y, "training")
-        self._check_validation(kwargs.get("validation_data"))
-        if isinstance(x, tf.data.Dataset) and len(args) < 7:
+        self._check_validation(arguments.get("validation_data"))
+        if isinstance(x, tf.data.Dataset):
             # Keras 3.15 warns about its default shuffle=True for every dataset; a dataset shuffles itself.
-            kwargs.setdefault("shuffle", False)
+            arguments.setdefault("shuffle", False)
         try:
-            history = super().fit(x, y, *args, **kwargs)
+            history = super().fit(x, y, **arguments)
         except (tf.errors.InvalidArgumentError, ValueError) as e:
             checks.raise_friendly(e, "training")
-        epochs = kwargs.get("epochs", args[1] if len(args) > 1 else 1)
-        initial_epoch = kwargs.get("initial_epoch", 0)
-        if epochs > initial_epoch and not history.history:
+        if arguments.get("epochs", 1) > arguments.get("initial_epoch", 0) and not history.history:
             raise ValueError(
                 "The training data produced no batches (an empty dataset?): no "
                 "training step ran. Check the source arrays and any filter()/take() upstream."
@@ -484,11 +644,37 @@ class Distiller(SoftTargetVariables, keras.Model):
         return history
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
+        """Evaluates the student against the teacher; see ``keras.Model.evaluate`` (raw strings as in :meth:`fit`)."""
+        arguments = _bind(keras.Model.evaluate, self, x, y, *args, **kwargs)
+        x, y = arguments.pop("x"), arguments.pop("y")
+        if language.is_string_data(x):
+            x, y = self._text_to_tokens(x, y, arguments)
         self._check_data(x, y, "evaluation")
         try:
-            return super().evaluate(x, y, *args, **kwargs)
+            return super().evaluate(x, y, **arguments)
         except (tf.errors.InvalidArgumentError, ValueError) as e:
             checks.raise_friendly(e, "evaluation")
+
+
+def _bind(method, model, *args, **kwargs):
+    """The arguments of a call of ``method`` (``keras.Model.fit``/``evaluate``) by name, as given (no defaults).
+
+    ``x`` and ``y`` are always present.
+    """
+    bound = inspect.signature(method).bind(model, *args, **kwargs).arguments
+    bound.pop("self")
+    extra = bound.pop("kwargs", {})
+    bound.update(extra)
+    bound.setdefault("x", None)
+    bound.setdefault("y", None)
+    return bound
+
+
+def _teacher_top1(teacher_logits):
+    """The teacher's most likely class per example or token (int32)."""
+    if isinstance(teacher_logits, TopKTeacher):
+        return tf.cast(teacher_logits.indices[..., 0], tf.int32)
+    return tf.argmax(teacher_logits, axis=-1, output_type=tf.int32)
 
 
 def _all_finite(x):

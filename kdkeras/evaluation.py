@@ -17,7 +17,7 @@ from kdkeras.distiller import split_cached_inputs
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["accuracy", "compare", "macro_f1", "format_table", "METRIC_LABELS"]
+__all__ = ["accuracy", "compare", "language_model_metrics", "macro_f1", "format_table", "METRIC_LABELS"]
 
 #: Column headers for :func:`format_table`, in order.
 METRIC_LABELS = {
@@ -206,3 +206,72 @@ def format_table(metrics):
         for name, m in metrics.items()
     ]
     return "\n".join([header, rule] + rows)
+
+
+def language_model_metrics(model, data, teacher=None, characters_per_token=None, vocabulary_size=None):
+    """Token-level quality of a language model over the **real** tokens of token batches.
+
+    Every number is a mean over the tokens whose weight is positive (the
+    batches' ``sample_weight``, else the inputs' ``padding_mask``, else all),
+    weighted by that weight; padding never counts.
+
+    Args:
+        model: The language model (``[batch, steps, vocab]`` logits).
+        data: A dataset of ``(x, y[, sample_weight])`` token batches (``y`` the next token).
+        teacher: Optional teacher: adds the mean ``KL(teacher || model)`` per
+            token (nats, ``T = 1``) and top-1 agreement with it.
+        characters_per_token: How many characters a token covers: a number,
+            or an array indexed by token id (a byte or character tokenizer: 1
+            for every id). With it, bits per character are reported too.
+        vocabulary_size: Compare only the first ``vocabulary_size`` logits
+            (vocabularies padded to different sizes).
+
+    Returns:
+        A dict: ``tokens`` (the weight sum), ``bits_per_token``, ``perplexity``,
+        ``accuracy`` (next-token top-1), and where asked ``bits_per_character``,
+        ``kl_to_teacher``, ``agreement``.
+    """
+    from kdkeras import language
+    from kdkeras.terms import token_weights
+
+    sums = {"nll": 0.0, "tokens": 0.0, "correct": 0.0, "characters": 0.0, "kl": 0.0, "agree": 0.0}
+    table = None
+    if characters_per_token is not None and np.ndim(characters_per_token) > 0:
+        table = np.asarray(characters_per_token, dtype=np.float64)
+    for batch in data:
+        x, y, w = keras.utils.unpack_x_y_sample_weight(batch)
+        x, _ = split_cached_inputs(x)
+        logits = tf.cast(model(x, training=False), tf.float32)
+        if vocabulary_size is not None:
+            logits = logits[..., :vocabulary_size]
+        weights = token_weights(language.default_token_weights(x, w), logits).numpy().astype(np.float64)
+        log_p = tf.nn.log_softmax(logits, axis=-1)
+        y_np = np.asarray(y).astype(np.int64)
+        nll = -tf.gather(log_p, tf.cast(y_np, tf.int32), batch_dims=2).numpy()
+        sums["nll"] += float(np.sum(weights * nll))
+        sums["tokens"] += float(weights.sum())
+        predicted = np.argmax(logits.numpy(), -1)
+        sums["correct"] += float(np.sum(weights * (predicted == y_np)))
+        if characters_per_token is not None:
+            chars = table[y_np] if table is not None else float(characters_per_token)
+            sums["characters"] += float(np.sum(weights * chars))
+        if teacher is not None:
+            zt = tf.cast(teacher(x, training=False), tf.float32)
+            if vocabulary_size is not None:
+                zt = zt[..., :vocabulary_size]
+            log_t = tf.nn.log_softmax(zt, axis=-1)
+            kl = tf.reduce_sum(tf.exp(log_t) * (log_t - log_p), axis=-1).numpy()
+            sums["kl"] += float(np.sum(weights * kl))
+            sums["agree"] += float(np.sum(weights * (np.argmax(zt.numpy(), -1) == predicted)))
+    n = sums["tokens"]
+    if n <= 0:
+        raise ValueError("The data hold no real token (every weight is 0): nothing to evaluate.")
+    nats = sums["nll"] / n
+    result = {"tokens": n, "bits_per_token": nats / np.log(2.0), "perplexity": float(np.exp(nats)),
+              "accuracy": sums["correct"] / n}
+    if characters_per_token is not None:
+        result["bits_per_character"] = sums["nll"] / np.log(2.0) / sums["characters"]
+    if teacher is not None:
+        result["kl_to_teacher"] = sums["kl"] / n
+        result["agreement"] = sums["agree"] / n
+    return result

@@ -4,8 +4,9 @@ Every loss here is a small pure function with one signature::
 
     loss(teacher_logits, student_logits, temperature) -> per-example loss
 
-The inputs are logits of shape ``[batch, num_classes]``; the result has shape
-``[batch]`` and dtype float32, whatever the dtype of the logits (losses are
+The inputs are logits of shape ``[batch, num_classes]`` (or a language
+model's ``[batch, steps, vocab]``); the result has the logits' shape without
+the last axis (``[batch]``, or one value per token) and dtype float32, whatever the dtype of the logits (losses are
 always computed in float32, also under a mixed-precision policy). The ``T**2``
 factor of Hinton et al. (2015) is included wherever the formula has it, so
 that gradient magnitudes stay comparable across temperatures.
@@ -32,12 +33,18 @@ per_example = kl(t, s, 3.0)  # shape (1,), float32
 
 import inspect
 import math
+from typing import NamedTuple
 
 import keras
 import tensorflow as tf
 
 __all__ = [
+    "TopKTeacher",
     "kl_divergence",
+    "generalized_jsd",
+    "skew_kl",
+    "skew_reverse_kl",
+    "total_variation",
     "reverse_kl_divergence",
     "soft_target_cross_entropy",
     "logit_mse",
@@ -90,14 +97,218 @@ def reverse_kl_divergence(teacher_logits, student_logits, temperature):
 
 
 def _softened(teacher_logits, student_logits, temperature):
-    """``(log p_t, log p_s, T)``: both log-softmaxes at temperature ``T``, in float32."""
+    """``(log p_t, log p_s, T)``: both log-distributions at temperature ``T``, in float32.
+
+    For a :class:`TopKTeacher` both are over its ``k`` tokens plus one tail bucket
+    (see :func:`top_k_buckets`).
+    """
+    if isinstance(teacher_logits, TopKTeacher):
+        return top_k_buckets(teacher_logits, student_logits, temperature)
     zt, zs, t = _as_float32(teacher_logits, student_logits, temperature)
     return tf.nn.log_softmax(zt / t, axis=-1), tf.nn.log_softmax(zs / t, axis=-1), t
 
 
+class TopKTeacher(NamedTuple):
+    """A teacher's distribution kept as its ``k`` most likely tokens and one tail bucket.
+
+    This is the sparse form of a vocabulary-scale teacher that
+    :func:`kdkeras.cache_teacher_logits` (``top_k=``) stores per token. Every
+    loss here that works on log-probabilities (``kl``, ``reverse_kl``, ``jsd``,
+    ``skew_kl``, ``skew_reverse_kl``, ``tv``, ``soft_ce``) accepts it in place of
+    the teacher's logits.
+
+    The tail is **one bucket**: the teacher's remaining mass ``1 - sum(top k)``
+    is compared with the student's mass outside the same ``k`` tokens, so both
+    sides are distributions over ``k + 1`` outcomes and every divergence stays a
+    true divergence (it is 0 only when the student matches the teacher's top
+    ``k`` and its tail mass). Dropping the tail (renormalising the top ``k``)
+    would instead reward a student that moves mass into the tail for free.
+    With ``k`` equal to the vocabulary there is no tail and the losses equal
+    the full-logit losses.
+
+    Attributes:
+        log_probs: ``[..., k]`` the teacher's log-probabilities at the cache's
+            temperature, largest first (any float dtype; used in float32).
+        indices: ``[..., k]`` their token ids (any integer dtype).
+        tail_log_mass: ``[...]`` the log of the teacher's mass outside the
+            ``k`` tokens (computed exactly from the full logits when cached;
+            ``-inf`` when ``k`` is the vocabulary size).
+    """
+
+    log_probs: object
+    indices: object
+    tail_log_mass: object
+
+
+#: Smallest student tail mass used for a top-k teacher: float32 resolves ``1 - sum(top k)`` to about this.
+STUDENT_TAIL_FLOOR = 1e-7
+
+
+def top_k_buckets(teacher, student_logits, temperature):
+    """``(log p_t, log p_s, T)`` over a :class:`TopKTeacher`'s ``k`` tokens and its tail bucket.
+
+    The teacher's side is its stored top-k log-probabilities and tail log-mass
+    (made at the temperature the cache records). The student's side is its
+    log-softmax at ``T`` gathered at the teacher's token ids, and its tail
+    ``log(1 - sum)`` of them, floored at :data:`STUDENT_TAIL_FLOOR` (the
+    resolution of that difference in float32). When ``k`` is statically the
+    vocabulary size there is no tail bucket.
+    """
+    zs = tf.cast(student_logits, tf.float32)
+    t = tf.cast(temperature, tf.float32)
+    log_ps_full = tf.nn.log_softmax(zs / t, axis=-1)
+    indices = tf.cast(teacher.indices, tf.int32)
+    log_pt = tf.cast(teacher.log_probs, tf.float32)
+    log_ps = tf.gather(log_ps_full, indices, batch_dims=indices.shape.rank - 1)
+    k, vocab = indices.shape[-1], zs.shape[-1]
+    if k is not None and vocab is not None and k > vocab:
+        raise ValueError(f"The top-k teacher keeps k = {k} tokens, more than the student's vocabulary of {vocab}.")
+    if k is not None and k == vocab:
+        return log_pt, log_ps, t
+    top = tf.minimum(tf.reduce_logsumexp(log_ps, axis=-1), math.log1p(-STUDENT_TAIL_FLOOR))
+    student_tail = _log1mexp(top)
+    teacher_tail = tf.cast(teacher.tail_log_mass, tf.float32)
+    return (tf.concat([log_pt, teacher_tail[..., None]], -1), tf.concat([log_ps, student_tail[..., None]], -1), t)
+
+
+def _log1mexp(x):
+    """``log(1 - exp(x))`` for ``x < 0``, accurate at both ends (Maechler, 2012)."""
+    return tf.where(x > -math.log(2.0), tf.math.log(-tf.math.expm1(x)), tf.math.log1p(-tf.exp(x)))
+
+
+def _log_mixture(log_p, log_q, weight_p):
+    """``log(weight_p * p + (1 - weight_p) * q)`` from log-probabilities, for ``0 < weight_p < 1``."""
+    a = log_p + math.log(weight_p)
+    b = log_q + math.log1p(-weight_p)
+    high = tf.maximum(a, b)
+    return high + tf.math.log1p(tf.exp(-tf.abs(a - b)))
+
+
+def _check_mixing(name, value, upper_inclusive):
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+    ok = ok and (value <= 1 if upper_inclusive else value < 1)
+    if not ok:
+        bound = "[0, 1]" if upper_inclusive else "[0, 1)"
+        raise ValueError(f"{name} must be a number in {bound}; received {value!r}.")
+    return float(value)
+
+
+def generalized_jsd(beta=0.5):
+    """Makes the generalized Jensen-Shannon divergence loss of GKD, per token.
+
+    Agarwal et al., "On-Policy Distillation of Language Models: Learning from
+    Self-Generated Mistakes", ICLR 2024 (TRL's ``generalized_jsd_loss``)::
+
+        m = beta * p_t + (1 - beta) * p_s
+        JSD_beta = T**2 * (beta * KL(p_t || m) + (1 - beta) * KL(p_s || m))
+
+    The mixture ``m`` is formed in log space. ``T**2`` applies (as for every
+    divergence here). The endpoints are defined as in GKD and TRL: ``beta = 0``
+    is the forward KL :func:`kl_divergence` and ``beta = 1`` the reverse KL
+    :func:`reverse_kl_divergence` (the formula itself would give 0 there).
+
+    Args:
+        beta (float): Mixing weight of the teacher in ``[0, 1]``; 0.5 is the
+            symmetric Jensen-Shannon divergence.
+
+    Returns:
+        ``f(teacher_logits, student_logits, temperature)`` returning float32
+        values of shape ``teacher_logits.shape[:-1]``.
+    """
+    beta = _check_mixing("beta", beta, upper_inclusive=True)
+    if beta == 0.0:
+        return kl_divergence
+    if beta == 1.0:
+        return reverse_kl_divergence
+
+    def jsd(teacher_logits, student_logits, temperature):
+        log_pt, log_ps, t = _softened(teacher_logits, student_logits, temperature)
+        log_m = _log_mixture(log_pt, log_ps, beta)
+        value = beta * _kl(log_pt, log_m) + (1.0 - beta) * _kl(log_ps, log_m)
+        return _non_negative(tf.square(t) * value)
+
+    jsd.__name__ = f"jsd_{beta:g}"
+    return jsd
+
+
+def skew_kl(alpha=0.1):
+    """Makes the skew KL divergence of DistiLLM, per token.
+
+    Ko et al., "DistiLLM: Towards Streamlined Distillation for Large Language
+    Models", ICML 2024::
+
+        SKL_alpha = T**2 * KL(p_t || alpha * p_t + (1 - alpha) * p_s)
+
+    ``T**2`` applies. ``alpha = 0`` is the forward KL; mixing in the teacher
+    keeps the loss and its gradient bounded where the student gives a token
+    almost no mass.
+
+    Args:
+        alpha (float): Skew in ``[0, 1)``; DistiLLM uses 0.1.
+
+    Returns:
+        ``f(teacher_logits, student_logits, temperature)``.
+    """
+    alpha = _check_mixing("alpha", alpha, upper_inclusive=False)
+    if alpha == 0.0:
+        return kl_divergence
+
+    def skl(teacher_logits, student_logits, temperature):
+        log_pt, log_ps, t = _softened(teacher_logits, student_logits, temperature)
+        return _non_negative(tf.square(t) * _kl(log_pt, _log_mixture(log_pt, log_ps, alpha)))
+
+    skl.__name__ = f"skew_kl_{alpha:g}"
+    return skl
+
+
+def skew_reverse_kl(alpha=0.1):
+    """Makes the skew reverse KL divergence of DistiLLM, per token.
+
+    Ko et al., ICML 2024::
+
+        SRKL_alpha = T**2 * KL(p_s || (1 - alpha) * p_t + alpha * p_s)
+
+    ``T**2`` applies. ``alpha = 0`` is the reverse KL.
+
+    Args:
+        alpha (float): Skew in ``[0, 1)``; DistiLLM uses 0.1.
+
+    Returns:
+        ``f(teacher_logits, student_logits, temperature)``.
+    """
+    alpha = _check_mixing("alpha", alpha, upper_inclusive=False)
+    if alpha == 0.0:
+        return reverse_kl_divergence
+
+    def srkl(teacher_logits, student_logits, temperature):
+        log_pt, log_ps, t = _softened(teacher_logits, student_logits, temperature)
+        return _non_negative(tf.square(t) * _kl(log_ps, _log_mixture(log_pt, log_ps, 1.0 - alpha)))
+
+    srkl.__name__ = f"skew_reverse_kl_{alpha:g}"
+    return srkl
+
+
+def total_variation(teacher_logits, student_logits, temperature):
+    """Total variation distance ``T**2 * 0.5 * sum_c |p_t[c] - p_s[c]|``, per token.
+
+    Wen et al., "f-Divergence Minimization for Sequence-Level Knowledge
+    Distillation", ACL 2023, use it among their f-divergences. ``T**2``
+    applies, as for every divergence here (at ``T = 1`` it is the plain
+    distance in ``[0, 1]``). Arguments and result as in :func:`kl_divergence`.
+    """
+    log_pt, log_ps, t = _softened(teacher_logits, student_logits, temperature)
+    return tf.square(t) * 0.5 * tf.reduce_sum(tf.abs(tf.exp(log_pt) - tf.exp(log_ps)), axis=-1)
+
+
+def _kl(log_p, log_q):
+    """``KL(p || q)`` over the last axis, from log-probabilities (a bucket with ``p = 0`` adds 0)."""
+    p = tf.exp(log_p)
+    return tf.reduce_sum(tf.where(p > 0, p * (log_p - log_q), tf.zeros_like(p)), axis=-1)
+
+
 def _scaled_kl(log_p, log_q, t):
     """``T**2 * KL(p || q)`` per example, from log-probabilities."""
-    return _non_negative(tf.square(t) * tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1))
+    return _non_negative(tf.square(t) * _kl(log_p, log_q))
 
 
 def soft_target_cross_entropy(teacher_logits, student_logits, temperature):
@@ -126,6 +337,7 @@ def logit_mse(teacher_logits, student_logits, temperature):
         Float32 tensor of shape ``[batch]``: the mean over classes.
     """
     del temperature
+    _refuse_top_k(teacher_logits, "mse")
     zt = tf.cast(teacher_logits, tf.float32)
     zs = tf.cast(student_logits, tf.float32)
     return tf.reduce_mean(tf.square(zs - zt), axis=-1)
@@ -169,6 +381,7 @@ def decoupled_kd(target_weight=1.0, non_target_weight=8.0):
             raise ValueError(f"DKD's {name} must be a finite number >= 0; received {value!r}.")
 
     def dkd(teacher_logits, student_logits, temperature, labels=None):
+        _refuse_top_k(teacher_logits, "dkd")
         zt, zs, t = _as_float32(teacher_logits, student_logits, temperature)
         if labels is None:
             target = tf.argmax(zt, axis=-1)
@@ -202,6 +415,14 @@ def decoupled_kd(target_weight=1.0, non_target_weight=8.0):
     return dkd
 
 
+def _refuse_top_k(teacher_logits, name):
+    if isinstance(teacher_logits, TopKTeacher):
+        raise ValueError(
+            f"The distillation loss {name} needs the teacher's full logits, but the batch carries a top-k "
+            "teacher cache: use kl, reverse_kl, jsd, skew_kl, skew_reverse_kl, tv or soft_ce, or cache "
+            "the full logits (top_k=None).")
+
+
 def takes_labels(fn):
     """Whether a distillation loss accepts the true labels as ``labels=``."""
     try:
@@ -232,6 +453,7 @@ def keras_loss_on_soft_targets(loss):
         per_example = loss
 
     def distill(teacher_logits, student_logits, temperature):
+        _refuse_top_k(teacher_logits, "a Keras loss on soft targets")
         zt, zs, t = _as_float32(teacher_logits, student_logits, temperature)
         values = per_example(
             tf.nn.softmax(zt / t, axis=-1), tf.nn.softmax(zs / t, axis=-1)
@@ -256,6 +478,10 @@ _ALIASES = {
     "soft_cross_entropy": "soft_ce",
     "logit_mse": "mse",
     "mean_squared_error": "mse",
+    "generalized_jsd": "jsd",
+    "total_variation": "tv",
+    "skl": "skew_kl",
+    "srkl": "skew_reverse_kl",
 }
 
 
@@ -383,6 +609,10 @@ register("reverse_kl", reverse_kl_divergence)
 register("soft_ce", soft_target_cross_entropy)
 register("mse", logit_mse)
 register("dkd", decoupled_kd())
+register("jsd", generalized_jsd(0.5))
+register("skew_kl", skew_kl(0.1))
+register("skew_reverse_kl", skew_reverse_kl(0.1))
+register("tv", total_variation)
 
 
 def check_temperature(temperature):

@@ -48,8 +48,10 @@ __all__ = [
     "StudentLoss",
     "TermValues",
     "capture_outputs",
+    "is_token_level",
     "per_example_loss",
     "reduce_terms",
+    "token_weights",
 ]
 
 
@@ -64,6 +66,8 @@ class DistillationBatch(NamedTuple):
         teacher_features: ``{term name: {key: layer output}}`` for the teacher
             layers each term asked for (no gradient).
         student_features: The same for the student's layers.
+        hard_label_weight: 1.0, or 0.0 on a batch of the student's own
+            samples (on-policy distillation), whose "labels" are no labels.
     """
 
     labels: object
@@ -72,6 +76,7 @@ class DistillationBatch(NamedTuple):
     student_logits: object
     teacher_features: dict = {}
     student_features: dict = {}
+    hard_label_weight: object = 1.0
 
 
 class TermValues(NamedTuple):
@@ -82,8 +87,10 @@ class TermValues(NamedTuple):
             the local examples, divided by the global batch size.
         total: The weighted mean loss of the local batch (what ``loss`` reports).
         means: Each term's unweighted mean over the local batch, in order.
-        local_n: The local batch size (float32).
-        example_weights: The per-example weights used (ones without sample weights).
+        local_n: The local batch size (float32); for token-level logits, the
+            local sum of the token weights (the number of real tokens).
+        example_weights: The per-example weights used (ones without sample
+            weights); for token-level logits the ``[batch, steps]`` token weights.
     """
 
     gradient_loss: object
@@ -104,7 +111,8 @@ class LossTerm:
 
     Class attributes a subclass may set:
         per_example: ``True`` (default) when :meth:`call` returns one value per
-            example (shape ``[batch]``); ``False`` when it returns one value for
+            example (shape ``[batch]``; for a language model's token-level
+            logits, one per token, ``[batch, steps]``); ``False`` when it returns one value for
             the whole batch, such as RKD's relations between examples.
 
     Attributes a subclass may set in ``__init__``:
@@ -170,7 +178,16 @@ class StudentLoss(LossTerm):
         self.loss_fn = loss_fn
 
     def call(self, batch):
-        return per_example_loss(self.loss_fn, batch.labels, batch.student_logits)
+        if is_token_level(batch.student_logits):
+            values = self.loss_fn.call(batch.labels, batch.student_logits) if isinstance(
+                self.loss_fn, keras.losses.Loss) else self.loss_fn(batch.labels, batch.student_logits)
+            values = tf.cast(values, tf.float32)
+        else:
+            values = per_example_loss(self.loss_fn, batch.labels, batch.student_logits)
+        if isinstance(batch.hard_label_weight, float) and batch.hard_label_weight == 1.0:
+            return values
+        # On-policy batches hold the student's own samples, not labels: no hard-label loss there.
+        return values * batch.hard_label_weight
 
 
 class SoftTargetLoss(LossTerm):
@@ -198,6 +215,34 @@ class SoftTargetLoss(LossTerm):
         return self.loss_fn(batch.teacher_logits, batch.student_logits, temperature)
 
 
+def is_token_level(logits):
+    """Whether ``logits`` are a sequence model's ``[batch, steps, vocab]`` (static rank 3 or more)."""
+    return logits.shape.rank is not None and logits.shape.rank >= 3
+
+
+def token_weights(sample_weight, logits):
+    """The per-token weights ``[batch, steps]`` (float32) of token-level logits.
+
+    ``None`` gives ones; a ``[batch]`` weight is spread over the example's
+    steps; a ``[batch, steps]`` weight is used as it is. Any other shape is
+    refused with a ``ValueError`` naming both shapes (at trace time).
+    """
+    steps_shape = tf.shape(logits)[:-1]
+    if sample_weight is None:
+        return tf.ones(steps_shape, tf.float32)
+    weights = tf.cast(sample_weight, tf.float32)
+    expected = logits.shape[:-1]
+    if weights.shape.rank is not None and expected.rank is not None:
+        if weights.shape.rank == 1:
+            return tf.broadcast_to(weights[:, None], steps_shape)
+        if weights.shape.rank != expected.rank or not weights.shape.is_compatible_with(expected):
+            raise ValueError(
+                f"The token weights (sample_weight or padding_mask) have shape {weights.shape}, but the logits "
+                f"{logits.shape} need one weight per token, shape {expected} (or one per sequence, "
+                f"shape [{expected[0]}]). A KerasHub preprocessor's sample_weight has the right shape.")
+    return weights
+
+
 def reduce_terms(terms, batch):
     """Evaluates and weighs ``terms`` on one local batch; returns :class:`TermValues`.
 
@@ -205,10 +250,17 @@ def reduce_terms(terms, batch):
     weighted sum is divided once by the global batch size (the same under any
     number of replicas). A batch-level term is weighted by this replica's share
     of the global batch, so that the replicas' summed gradients are those of
-    the example-weighted mean. A per-example term with more axes than the batch
-    (a sequence model's per-step losses, ``[batch, steps]``) counts as the mean
-    over those axes for its example.
+    the example-weighted mean.
+
+    Token-level logits (``[batch, steps, vocab]``, a language model) are
+    reduced per token instead: each term gives ``[batch, steps]`` values, the
+    weights are per token (:func:`token_weights`: padding weighs 0), and the
+    loss is ``sum(w * value) / sum(w)`` with the weight sum taken over the
+    *global* batch, so padding, and replicas that hold different numbers of
+    real tokens, change nothing. A batch whose tokens all weigh 0 adds 0.
     """
+    if is_token_level(batch.student_logits):
+        return _reduce_tokens(terms, batch)
     local_n = tf.cast(tf.shape(batch.student_logits)[0], tf.float32)
     if batch.sample_weight is None:
         example_weights = tf.ones([tf.shape(batch.student_logits)[0]], tf.float32)
@@ -233,6 +285,31 @@ def reduce_terms(terms, batch):
     if batch_level is not None:
         gradient_loss += batch_level * (local_n / global_n)
     return TermValues(gradient_loss, total, means, local_n, example_weights)
+
+
+def _reduce_tokens(terms, batch):
+    """:func:`reduce_terms` for token-level logits: weighted sums over tokens, divided by the global weight sum."""
+    weights = token_weights(batch.sample_weight, batch.student_logits)
+    local_w = tf.reduce_sum(weights)
+    global_w = _distribute.global_batch_size(local_w)
+    weighted_sum, batch_level, total, means = 0.0, None, 0.0, []
+    for term in terms:
+        weight, values = term.current_weight(), term(batch)
+        if term.per_example:
+            if values.shape.rank == 1:  # one value per sequence: it holds for each of its tokens
+                values = values[:, None]
+            summed = tf.reduce_sum(weights * values)
+            weighted_sum += weight * summed
+            mean = tf.math.divide_no_nan(summed, local_w)
+        else:
+            batch_level = weight * values if batch_level is None else batch_level + weight * values
+            mean = values
+        total += weight * mean
+        means.append(mean)
+    gradient_loss = tf.math.divide_no_nan(weighted_sum, global_w)
+    if batch_level is not None:
+        gradient_loss += batch_level * tf.math.divide_no_nan(local_w, global_w)
+    return TermValues(gradient_loss, total, means, local_w, weights)
 
 
 @contextlib.contextmanager

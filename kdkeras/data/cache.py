@@ -12,7 +12,9 @@ import os
 import keras
 import tensorflow as tf
 
+from kdkeras import language
 from kdkeras.atomic import atomic_directory
+from kdkeras.data import top_k as top_k_cache
 from kdkeras.data.pipeline import batched_dataset
 from kdkeras.distiller import cached_batch
 
@@ -63,11 +65,15 @@ def cache_teacher_logits(
     batch_size=None,
     shuffle=True,
     seed=None,
-    dtype="float32",
+    dtype=None,
     verbose=0,
     directory=None,
     shuffle_buffer=10_000,
     inference_batch_size=None,
+    top_k=None,
+    temperature=1.0,
+    vocabulary_size=None,
+    preprocessor=None,
 ):
     """Runs the teacher once over a dataset and returns batches that carry its logits.
 
@@ -92,8 +98,9 @@ def cache_teacher_logits(
             batch (64 for arrays).
         shuffle: Reshuffle the cached examples every epoch.
         seed: Shuffle seed.
-        dtype: Storage dtype of the logits, ``"float32"`` or ``"float16"``
-            (half the memory; the losses still run in float32).
+        dtype: Storage dtype of the logits, ``"float32"`` (default) or
+            ``"float16"`` (half the memory; the losses still run in float32);
+            with ``top_k``, of the log-probabilities (default ``"float16"``).
         verbose: 1 shows a Keras progress bar.
         directory: Optional new or empty directory. The examples and their
             logits are then written there (``tf.data.Dataset.save``), batch by
@@ -109,6 +116,19 @@ def cache_teacher_logits(
             logits: larger calls amortise the per-call overhead of a small
             teacher, at the cost of the activations of one larger call. A
             dataset is run batch by batch as it comes.
+        top_k: Language models: keep, per real token, only the teacher's
+            ``top_k`` largest log-probabilities, their token ids and the exact
+            log of the remaining (tail) mass, instead of full logits
+            (:mod:`kdkeras.data.top_k`; about ``4 * top_k + 4`` bytes a token).
+            The losses treat the tail as one bucket
+            (:class:`kdkeras.losses.TopKTeacher`); with ``top_k`` equal to the
+            vocabulary they equal the full-logit losses.
+        temperature: With ``top_k``: the temperature of the stored
+            log-probabilities; the Distiller must train at the same one.
+        vocabulary_size: With ``top_k``: rank only the teacher's first
+            ``vocabulary_size`` logits (padding rows of its vocabulary excluded).
+        preprocessor: With ``top_k``: turns raw strings into token batches
+            (default: the teacher's ``preprocessor``).
 
     Returns:
         A batched, prefetched ``tf.data.Dataset``.
@@ -120,6 +140,10 @@ def cache_teacher_logits(
     distiller.fit(cached, epochs=10)  # the teacher does not run again
     ```
     """
+    if top_k is not None:
+        return _cache_top_k(teacher, data, top_k, batch_size, shuffle, seed, dtype or "float16", verbose, directory,
+                            shuffle_buffer, inference_batch_size, temperature, vocabulary_size, preprocessor)
+    dtype = dtype or "float32"
     if dtype not in ("float32", "float16"):
         raise ValueError(f'dtype must be "float32" or "float16"; received {dtype!r}.')
     size = inference_batch_size
@@ -161,6 +185,33 @@ def cache_teacher_logits(
     del elements
     logger.info("Cached teacher logits for %d examples (%s).", int(tf.shape(stacked[1])[0]), dtype)
     return batched_dataset(stacked, batch_size, shuffle, seed)
+
+
+def _cache_top_k(teacher, data, k, batch_size, shuffle, seed, dtype, verbose, directory, shuffle_buffer,
+                 inference_batch_size, temperature, vocabulary_size, preprocessor):
+    """:func:`cache_teacher_logits` with ``top_k``: a language model's sparse teacher cache."""
+    from kdkeras.losses import check_temperature
+
+    temperature = check_temperature(temperature)
+    if language.is_string_data(data):
+        data = language.preprocess_strings(preprocessor or language.find_preprocessor(teacher), data,
+                                           batch_size=inference_batch_size or batch_size)
+    elif not isinstance(data, tf.data.Dataset):
+        if not isinstance(data, (tuple, list)) or len(data) not in (2, 3):
+            raise TypeError(f"data must be a dataset or (x, y[, sample_weight]); received {type(data).__name__}.")
+        data = tf.data.Dataset.from_tensor_slices(tuple(data)).batch(inference_batch_size or batch_size or 64)
+    elif inference_batch_size is not None:
+        raise ValueError("inference_batch_size applies to arrays; a dataset is run batch by batch as it comes.")
+    if int(data.cardinality()) == 0:
+        raise ValueError("The dataset is empty (cardinality 0): nothing to cache.")
+    if batch_size is None:
+        first = keras.utils.unpack_x_y_sample_weight(next(iter(data)))[1]
+        batch_size = int(tf.shape(first)[0])
+    if directory is not None:
+        top_k_cache.save_top_k(teacher, data, directory, k, temperature, vocabulary_size, dtype, verbose)
+        return top_k_cache.load_top_k(directory, batch_size, shuffle, seed, shuffle_buffer)
+    cache = top_k_cache.teacher_top_k(teacher, data, k, temperature, vocabulary_size, dtype, verbose)
+    return cache.dataset(batch_size, shuffle, seed)
 
 
 def _cached_batches(forward, dataset, dtype, progbar):

@@ -303,7 +303,8 @@ def total_variation(teacher_logits, student_logits, temperature):
 def _kl(log_p, log_q):
     """``KL(p || q)`` over the last axis, from log-probabilities (a bucket with ``p = 0`` adds 0)."""
     p = tf.exp(log_p)
-    return tf.reduce_sum(tf.where(p > 0, p * (log_p - log_q), tf.zeros_like(p)), axis=-1)
+    # Only p == 0 is zeroed: a NaN (from infinite logits) must stay visible.
+    return tf.reduce_sum(tf.where(tf.equal(p, 0.0), tf.zeros_like(p), p * (log_p - log_q)), axis=-1)
 
 
 def _scaled_kl(log_p, log_q, t):

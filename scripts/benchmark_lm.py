@@ -129,12 +129,14 @@ def main(argv=None):
         results[name] = {"epoch_seconds": timer.times, "median_epoch_seconds": seconds,
                          "real_tokens_per_second": real_tokens / seconds}
         print(f"{name:>22}: {real_tokens / seconds:9.0f} real tokens/s  (median epoch {seconds:.2f} s)", flush=True)
+    results_student = student  # the last trainer's student, after its distillation epochs
     base = results["student alone"]["real_tokens_per_second"]
     for r in results.values():
         r["ratio_to_student_alone"] = r["real_tokens_per_second"] / base
 
     cache = kdkeras.data.top_k.teacher_top_k(teacher, data.take(4), args.top_k)
     padded = padded_batch_losses(keras, np, kdkeras, teacher, gpt2(1, 48, 2), x, y, w)
+    top_k_error = top_k_errors(np, tf, kdkeras, teacher, results_student, x, w)
     record = kdkeras.provenance.provenance(data={
         "file": os.path.basename(args.data), "sequences": args.sequences, "real_tokens": real_tokens,
         "positions": float(np.prod(w.shape)), "sequence_length": args.sequence_length, "batch_size": args.batch_size})
@@ -148,12 +150,16 @@ def main(argv=None):
         "cache_build_seconds": cache_seconds,
         "trainers": results,
         "padded_batch": padded,
+        "top_k_error": top_k_error,
     })
     print(f"top-{args.top_k} cache: {cache.bytes_per_token:.0f} bytes a real token (full float32 logits: "
           f"{4 * vocab}); built in {cache_seconds:.1f} s")
     print(f"padded batch ({padded['real_token_share']:.0%} real tokens): keras.distillation's KL "
           f"{padded['keras_distillation_loss']:.4f}, kdkeras {padded['kdkeras_loss']:.4f}, "
           f"mean over real tokens (NumPy) {padded['masked_mean_numpy']:.4f}")
+    for k, errors in top_k_error.items():
+        print(f"top-{k} (float16) against full logits, mean over real tokens: " +
+              ", ".join(f"{name} {e['relative_error']:+.2%}" for name, e in errors.items()))
     if args.json:
         from kdkeras.atomic import write_text
 
@@ -171,6 +177,24 @@ def cpu_model():
     except OSError:
         pass
     return platform.processor()
+
+
+def top_k_errors(np, tf, kdkeras, teacher, student, x, w, ks=(4, 8, 32, 128), batch=64):
+    """The error of each LM loss from a top-k teacher (float16, as cached) against its full-logit value."""
+    inputs = {key: v[:batch] for key, v in x.items()}
+    real = tf.cast(w[:batch], tf.float32) > 0
+    zt, zs = teacher(inputs), student(inputs)
+    out = {}
+    for k in ks:
+        lp, idx, tail = kdkeras.data.top_k.top_k_log_probs(zt, k)
+        sparse = kdkeras.losses.TopKTeacher(tf.cast(tf.cast(lp, tf.float16), tf.float32), idx, tail)
+        out[k] = {}
+        for name in ("kl", "reverse_kl", "jsd", "skew_kl", "skew_reverse_kl", "tv"):
+            fn = kdkeras.losses.get(name)
+            full = float(tf.reduce_mean(tf.boolean_mask(fn(zt, zs, 1.0), real)))
+            approx = float(tf.reduce_mean(tf.boolean_mask(fn(sparse, zs, 1.0), real)))
+            out[k][name] = {"full": full, "top_k": approx, "relative_error": (approx - full) / full}
+    return out
 
 
 def padded_batch_losses(keras, np, kdkeras, teacher, student, x, y, w):

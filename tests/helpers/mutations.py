@@ -21,6 +21,50 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 # name: (file in kdkeras/, original text, mutated text, tests that must fail)
 MUTATIONS = {
+    "token loss divided by this replica's real tokens": (
+        "terms.py",
+        "gradient_loss = tf.math.divide_no_nan(weighted_sum, global_w)",
+        "gradient_loss = tf.math.divide_no_nan(weighted_sum, local_w) / tf.distribute.get_replica_context()"
+        ".num_replicas_in_sync",
+        ["tests/test_language_models.py::test_replicas_with_different_real_token_counts_update_as_one_device"],
+    ),
+    "padding mask ignored without sample_weight": (
+        "language.py",
+        "    if isinstance(x, dict) and PADDING_MASK_KEY in x:\n        return tf.cast(x[PADDING_MASK_KEY], tf.float32)",
+        "    if False:\n        pass",
+        ["tests/test_language_models.py::test_every_term_is_the_masked_mean_over_real_tokens"],
+    ),
+    "top-k tail dropped (top k renormalised)": (
+        "losses.py",
+        "    return (tf.concat([log_pt, teacher_tail[..., None]], -1), tf.concat([log_ps, student_tail[..., None]], -1), t)",
+        "    return (tf.nn.log_softmax(log_pt), tf.nn.log_softmax(log_ps), t)",
+        ["tests/test_language_models.py::test_top_k_losses_treat_the_tail_as_one_bucket"],
+    ),
+    "on-policy loss also on the prompt": (
+        "language.py",
+        "generated = tf.logical_and(positions >= (prompt - 1)[:, None], positions < (end - 1)[:, None])",
+        "generated = positions < (end - 1)[:, None]",
+        ["tests/test_language_models.py::test_sampled_continuations_keep_prompts_and_weigh_generated_tokens_only"],
+    ),
+    "on-policy draws not keyed by the step": (
+        "language.py",
+        "seed = tf.stack([tf.constant(policy.seed + 1, tf.int64), tf.cast(step, tf.int64)])",
+        "seed = tf.stack([tf.constant(policy.seed + 1, tf.int64), tf.constant(0, tf.int64)])",
+        ["tests/test_language_models.py::test_sampled_continuations_keep_prompts_and_weigh_generated_tokens_only"],
+    ),
+    "vocabulary_size ignored by the losses": (
+        "distiller.py",
+        "return logits if self.vocabulary_size is None else logits[..., :self.vocabulary_size]",
+        "return logits",
+        ["tests/test_language_models.py::test_padded_vocabularies_need_vocabulary_size_and_compare_its_first_entries"],
+    ),
+    "generalized JSD mixture weights swapped": (
+        "losses.py",
+        "        log_m = _log_mixture(log_pt, log_ps, beta)",
+        "        log_m = _log_mixture(log_pt, log_ps, 1.0 - beta)",
+        ["tests/test_language_models.py::test_lm_losses_match_numpy_per_token"],
+    ),
+
     "steps per call that do not divide the epoch": (
         "recipe.py",
         "return max(d for d in range(1, min(self.steps_per_execution, steps) + 1) if steps % d == 0)",

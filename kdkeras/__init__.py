@@ -41,13 +41,13 @@ _EXPORTS = {
     "build_student": "kdkeras.models",
     "build_teacher": "kdkeras.models",
 }
-_SUBMODULES = ("atomic", "augment", "callbacks", "checks", "commands", "data", "distiller", "distribute",
+_SUBMODULES = ("atomic", "augment", "callbacks", "checks", "data", "distiller", "distribute",
                "evaluation", "experiment", "export", "features", "language", "losses", "models", "mutual", "plotting", "provenance",
-               "recipe", "teachers", "terms")
+               "recipe", "teachers", "terms", "text")
 # Submodules that need an extra (pip install "kdkeras[tune]"): imported on first use only.
 _OPTIONAL = ("tuning",)
 # Entry points that parse their arguments before TensorFlow is needed.
-_COMMANDS = ("kdkeras-train-mnist", "train_mnist.py", "kdkeras", "__main__.py", "-m")  # -m: python -m kdkeras
+_COMMANDS = ("kdkeras-train-mnist", "train_mnist.py", "train_text.py", "kdkeras", "__main__.py", "-m")  # -m: python -m kdkeras
 
 __all__ = sorted(_EXPORTS) + ["augment", "callbacks", "data", "evaluation", "experiment", "export", "language", "losses",
                               "plotting", "teachers", "terms"]

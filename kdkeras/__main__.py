@@ -1,8 +1,8 @@
-"""``python -m kdkeras distill ...``: the ``kdkeras`` command."""
+"""``python -m kdkeras COMMAND ...``: the ``kdkeras`` command."""
 
 import sys
 
-from kdkeras.commands import main
+from kdkeras.cli.dispatch import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -85,10 +85,11 @@ class TopKCache:
         index = tf.data.Dataset.range(n)
         if shuffle:
             index = index.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-        return index.batch(batch_size).map(self._batch, num_parallel_calls=tf.data.AUTOTUNE,
+        return index.batch(batch_size).map(self.batch, num_parallel_calls=tf.data.AUTOTUNE,
                                            deterministic=True).prefetch(tf.data.AUTOTUNE)
 
-    def _batch(self, i):
+    def batch(self, i):
+        """The top-k batch of the examples at indices ``i`` (a tensor of ints)."""
         x, y, w = tf.nest.map_structure(lambda t: tf.gather(t, i), self.elements)
         rows = [tf.gather(r, i).flat_values for r in (self.log_probs, self.indices, self.tail_log_mass)]
         return _dense_batch(x, y, w, *rows, self.temperature)

@@ -72,7 +72,7 @@ MUTATIONS = {
         ["tests/test_budget_and_split.py::test_several_steps_per_call_make_the_same_updates_and_epochs"],
     ),
     "tune scores its trials on the test split": (
-        "commands.py",
+        "cli/tune.py",
         "tuner.search(train, validation_data=val, verbose=args.verbose)",
         "tuner.search(train, validation_data=test, verbose=args.verbose)",
         ["tests/test_tune.py::test_command_scores_trials_on_validation_and_tests_the_chosen_student_once"],

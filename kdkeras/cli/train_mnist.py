@@ -9,7 +9,6 @@ TensorFlow is imported, and TensorFlow's native start-up lines are hidden
 """
 
 import argparse
-import contextlib
 import datetime
 import json
 import os
@@ -18,38 +17,28 @@ import sys
 import tempfile
 import time
 
+from kdkeras.cli.common import (EXIT_USAGE, OneLineParser, TrainingFailed, UserError, check_out, default_out,
+                                import_tensorflow_quietly, quiet_native_stderr, remove_if_new)
 from kdkeras.recipe import Recipe
 
-EXIT_USAGE = 2
 _DEFAULTS = Recipe()
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """argparse that reports a user mistake in one line, without the usage block."""
-
-    def error(self, message):
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
-
-
-class UserError(Exception):
-    """A mistake in the command line or its inputs: reported in one line, exit status 2."""
-
-
-class TrainingFailed(Exception):
-    """Training stopped on a numerical fault: reported in one line, exit status 1."""
+DESCRIPTION = ("Knowledge distillation on MNIST: trains the article teacher CNN, a small student from scratch and "
+               "the same student distilled from the teacher, then compares them and writes models, metrics.json, "
+               "report.md and plots.")
 
 
 def build_parser():
     """The main job's argument parser (every flag, with its default)."""
-    p = _OneLineParser(
-        prog="train_mnist",
-        description=(
-            "Knowledge distillation on MNIST: trains the article teacher CNN, a small "
-            "student from scratch and the same student distilled from the teacher, "
-            "then compares them and writes models, metrics.json, report.md and plots."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = OneLineParser(prog="train_mnist", description=DESCRIPTION,
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    configure(p)
+    return p
+
+
+def configure(p):
+    """Adds the main job's flags to ``p`` (its own parser, or the ``kdkeras train-mnist`` subparser)."""
     p.add_argument("--data", default="auto",
                    help='"auto" (tfds MNIST if available, else the bundled 5,000-digit '
                         'sample), "tfds", "sample", or a path to an .npz file')
@@ -74,7 +63,6 @@ def build_parser():
                         "are distilled as their ensemble (the mean of their logits)")
     _add_recipe_flags(p)
     _add_run_flags(p)
-    return p
 
 
 def _add_recipe_flags(p):
@@ -181,7 +169,9 @@ def _check_args(args):
             raise UserError(f"--teacher {path!r} is not a readable .keras file.")
     if args.strategy == "multiworker":
         _check_tf_config()
-    _check_out(args)
+    if args.out is None:
+        args.out = default_out("mnist")
+    args.out_is_new = check_out(args.out)
     return recipe
 
 
@@ -194,18 +184,6 @@ def _check_tf_config():
                         "(cluster and task) on every worker; see the README.") from None
     except ValueError as e:
         raise UserError(f"TF_CONFIG is not valid JSON: {e}") from None
-
-
-def _check_out(args):
-    if args.out is None:
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        args.out = os.path.join("runs", "mnist", stamp)
-    try:
-        os.makedirs(args.out, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=args.out, prefix=".write-test-"):
-            pass
-    except OSError as e:
-        raise UserError(f"--out {args.out!r} is not a writable directory ({e.strerror or e}).") from None
 
 
 # --------------------------------------------------------------------------- #
@@ -521,48 +499,27 @@ def _export_table(exported):
 # --------------------------------------------------------------------------- #
 # Entry point
 # --------------------------------------------------------------------------- #
-@contextlib.contextmanager
-def quiet_native_stderr():
-    """Hides TensorFlow's native start-up chatter (absl lines that no environment
-    variable silences in TF 2.21) while it is imported; stderr is restored
-    before anything else runs, so errors and warnings still show.
-    Set KDKERAS_SHOW_TF_STARTUP=1 to see it."""
-    if os.environ.get("KDKERAS_SHOW_TF_STARTUP"):
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
 def main(argv=None):
     """Console entry point (``kdkeras-train-mnist``, ``scripts/train_mnist.py``). Returns the exit status."""
-    args = build_parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with quiet_native_stderr():
-        import tensorflow as tf
+    return execute(build_parser().parse_args(argv))
 
-        import kdkeras.experiment  # noqa: F401 - TensorFlow and kdkeras load here, quietly
 
-        tf.config.list_physical_devices()  # device discovery logs (no GPU driver, ...) stay hidden too
+def execute(args, prog="train_mnist"):
+    """Runs the job with parsed arguments; returns the exit status."""
+    import_tensorflow_quietly("kdkeras.experiment")
     try:
         recipe = _check_args(args)
         run(args, recipe)
     except UserError as e:
-        print(f"train_mnist: error: {e}", file=sys.stderr)
+        remove_if_new(args.out, getattr(args, "out_is_new", False))
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except TrainingFailed as e:
-        print(f"train_mnist: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("train_mnist: interrupted; files already written are complete.", file=sys.stderr)
+        print(f"{prog}: interrupted; files already written are complete (--resume --out {args.out} continues).",
+              file=sys.stderr)
         return 130
     return 0
 

@@ -1,0 +1,96 @@
+"""What the ``kdkeras`` subcommands share: one-line errors, the output folder, a quiet TensorFlow import.
+
+Every subcommand reports a user mistake as one line with exit status 2
+(:class:`UserError`), a numerical failure during training with status 1
+(:class:`TrainingFailed`), and answers ``--help`` before TensorFlow is imported.
+"""
+
+import argparse
+import contextlib
+import datetime
+import os
+import shutil
+import sys
+import tempfile
+
+EXIT_USAGE = 2
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a user mistake in one line, without the usage block."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+class UserError(Exception):
+    """A mistake in the command line or its inputs: reported in one line, exit status 2."""
+
+
+class TrainingFailed(Exception):
+    """Training stopped on a numerical fault: reported in one line, exit status 1."""
+
+
+def default_out(command):
+    """``runs/<command>/<timestamp>``: where a run writes when ``--out`` is not given."""
+    return os.path.join("runs", command, datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+
+
+def check_out(path, flag="--out"):
+    """Makes the output folder (refusing a path that is a file, or one that cannot be written); returns
+    whether the folder is new, so that a run that fails before training can remove it (:func:`remove_if_new`)."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"{flag} {path!r} is a file, not a folder: give a new or existing folder.")
+    new = not os.path.exists(path)
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        remove_if_new(path, new)
+        raise UserError(f"{flag} {path!r} is not a writable directory ({e.strerror or e}).") from None
+    return new
+
+
+def remove_if_new(path, new):
+    """Removes a run folder that this run created and left empty of results."""
+    if new and os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def import_tensorflow_quietly(*modules):
+    """Imports TensorFlow (and the named kdkeras modules) with its native start-up lines hidden."""
+    import importlib
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with quiet_native_stderr():
+        import tensorflow as tf
+
+        for name in modules:
+            importlib.import_module(name)
+        tf.get_logger().setLevel("ERROR")
+        tf.config.list_physical_devices()  # device discovery logs (no GPU driver, ...) stay hidden too
+    return tf
+
+
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """Hides TensorFlow's native start-up chatter (absl lines that no environment
+    variable silences in TF 2.21) while it is imported; stderr is restored
+    before anything else runs, so errors and warnings still show.
+    Set KDKERAS_SHOW_TF_STARTUP=1 to see it."""
+    if os.environ.get("KDKERAS_SHOW_TF_STARTUP"):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+

@@ -1,0 +1,43 @@
+"""Text for language-model distillation: the corpus, its held-out blocks, characters and windows.
+
+- :func:`load_corpus`: the bundled Shakespeare sample, a UTF-8 file or a
+  folder of them, split into documents (the plays of a Shakespeare file, the
+  files of a folder, or one document).
+- :func:`split_corpus`: validation and test are whole documents (for the
+  plays: every 19th play, see :func:`held_out_positions`), or for a single
+  document its last two contiguous 5 % blocks; never lines interleaved with
+  the training text.
+- :class:`CharVocabulary`: a character-level tokenizer built from the
+  training text (no download); id 0 is any character it has not seen.
+- :func:`windows`: fixed windows of ids and their next-character labels.
+- :func:`build_gpt`: a GPT-style causal language model in plain Keras layers.
+- :func:`generate`: seeded sampling of continuations.
+"""
+
+from kdkeras.text.corpus import (
+    SAMPLE_PLAYS,
+    CharVocabulary,
+    Corpus,
+    held_out_positions,
+    load_corpus,
+    sample_path,
+    split_corpus,
+    split_plays,
+)
+from kdkeras.text.models import PositionEmbedding, build_gpt, generate
+from kdkeras.text.windows import windows
+
+__all__ = [
+    "CharVocabulary",
+    "Corpus",
+    "PositionEmbedding",
+    "SAMPLE_PLAYS",
+    "build_gpt",
+    "generate",
+    "held_out_positions",
+    "load_corpus",
+    "sample_path",
+    "split_corpus",
+    "split_plays",
+    "windows",
+]

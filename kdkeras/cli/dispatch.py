@@ -60,12 +60,18 @@ def run_own_data(command, args, argv):
         print(f"kdkeras {command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     import_tensorflow_quietly("kdkeras.experiment", "kdkeras.data.images")
+    from kdkeras.callbacks import NonFiniteLossError
+
     try:
         SUBCOMMANDS[command][0].run(args)
     except UserError as e:
         remove_if_new(args.out, new)
         print(f"kdkeras {command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except NonFiniteLossError as e:
+        print(f"kdkeras {command}: error: {e} The last good epoch is kept: --resume --out {args.out} continues "
+              "from it (with a lower learning rate, or after repairing the data).", file=sys.stderr)
+        return 1
     except RuntimeError as e:  # a search in which no trial completed
         print(f"kdkeras {command}: {e}", file=sys.stderr)
         return 1

@@ -515,7 +515,8 @@ def execute(args, prog="train_mnist"):
         print(f"{prog}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except TrainingFailed as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e} (--resume --out {args.out} continues from the last completed epoch.)",
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; files already written are complete (--resume --out {args.out} continues).",

@@ -21,6 +21,7 @@ import os
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from kdkeras.data import mnist
 from kdkeras.data.mnist import load_mnist_arrays
@@ -38,6 +39,10 @@ def _as_images(x, where):
     if x.ndim != 4 or x.shape[-1] not in (1, 3, 4) or len(x) == 0:
         raise ValueError(f"{where}: images must have shape (N, height, width[, 1|3|4 channels]) with N > 0; "
                          f"received {x.shape}.")
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+        raise ValueError(f"{where}: {int(bad.sum())} image(s) hold NaN or infinite values (the first is image "
+                         f"{int(np.argmax(bad))}); remove or repair them before training.")
     if x.shape[-1] == 4:
         x = x[..., :3]  # drop alpha
     scale = 255.0 if x.dtype.kind in "ui" or float(np.max(x)) > 1.0 else 1.0
@@ -59,13 +64,13 @@ def _split(x, y):
 
 
 def _from_npz(path):
-    with np.load(path, allow_pickle=False) as f:
-        keys = set(f.files)
-        if {"x_train", "y_train", "x_test", "y_test"} <= keys:
-            return ((_as_images(f["x_train"], path), _as_labels(f["y_train"], len(f["x_train"]), path)),
-                    (_as_images(f["x_test"], path), _as_labels(f["y_test"], len(f["x_test"]), path)))
-        if {"x", "y"} <= keys:
-            return _split(_as_images(f["x"], path), _as_labels(f["y"], len(f["x"]), path))
+    f = mnist.read_npz(path)
+    keys = set(f)
+    if {"x_train", "y_train", "x_test", "y_test"} <= keys:
+        return ((_as_images(f["x_train"], path), _as_labels(f["y_train"], len(f["x_train"]), path)),
+                (_as_images(f["x_test"], path), _as_labels(f["y_test"], len(f["x_test"]), path)))
+    if {"x", "y"} <= keys:
+        return _split(_as_images(f["x"], path), _as_labels(f["y"], len(f["x"]), path))
     raise ValueError(f"{path}: expected arrays x_train, y_train, x_test, y_test (or x, y); found {sorted(keys)}.")
 
 
@@ -79,15 +84,32 @@ def _from_directory(path, image_size):
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
     xs, ys = [], []
-    for images, labels in ds:
-        xs.append(images.numpy())
-        ys.append(labels.numpy())
+    try:
+        for images, labels in ds:
+            xs.append(images.numpy())
+            ys.append(labels.numpy())
+    except tf.errors.InvalidArgumentError:
+        bad = _unreadable_images(ds.file_paths)
+        raise ValueError(f"{path}: {len(bad)} image file(s) cannot be decoded, for example {bad[0]!r}; remove or "
+                         "repair them (files that are not images are refused rather than skipped, so that no "
+                         "class silently loses examples).") from None
     if not xs:
         raise ValueError(f"{path}: the class folders hold no images.")
     x, y = np.concatenate(xs) / 255.0, np.concatenate(ys)
     if np.array_equal(x[..., 0], x[..., 1]) and np.array_equal(x[..., 0], x[..., 2]):
         x = x[..., :1]  # grey images, decoded as RGB
     return _split(_as_images(x, path), _as_labels(y, len(y), path))
+
+
+def _unreadable_images(paths):
+    """The files among ``paths`` that TensorFlow cannot decode as images."""
+    bad = []
+    for file in paths:
+        try:
+            tf.io.decode_image(tf.io.read_file(file), expand_animations=False)
+        except tf.errors.InvalidArgumentError:
+            bad.append(file)
+    return bad or list(paths[:1])
 
 
 def _from_tfds(spec):

@@ -145,16 +145,11 @@ def tfds_host_reachable(timeout=10.0):
     return _can_reach(*_DOWNLOAD_PROBE, timeout)
 
 
-def _load_npz(path):
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"MNIST data file not found: {path!r}. Pass an existing .npz file, "
-            'source="sample" for the bundled digits, or source="tfds".'
-        )
+def read_npz(path):
+    """Every array of an ``.npz`` file (``allow_pickle=False``); any unreadable file is a ``ValueError`` naming it."""
     try:
         with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
+            return {k: f[k] for k in f.files}
     except ValueError as e:
         # numpy raises ValueError for object arrays when allow_pickle=False.
         raise ValueError(
@@ -168,6 +163,16 @@ def _load_npz(path):
             f"{path!r} is not a readable .npz file ({type(e).__name__}: {e}). "
             "Expected a numpy .npz archive with x_train/y_train/x_test/y_test or x/y."
         ) from None
+
+
+def _load_npz(path):
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"MNIST data file not found: {path!r}. Pass an existing .npz file, "
+            'source="sample" for the bundled digits, or source="tfds".'
+        )
+    arrays = read_npz(path)
     keys = set(arrays)
     if {"x_train", "y_train", "x_test", "y_test"} <= keys:
         train = _validated(arrays["x_train"], arrays["y_train"], f"{path} [train]")

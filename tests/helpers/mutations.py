@@ -21,6 +21,26 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 # name: (file in kdkeras/, original text, mutated text, tests that must fail)
 MUTATIONS = {
+    "online teacher called in training mode": (
+        "distiller.py",
+        'logits, features = self._forward(self.teacher, "teacher_layers", x, training=False)',
+        'logits, features = self._forward(self.teacher, "teacher_layers", x, training=True)',
+        ["tests/test_teacher_mode.py::test_the_online_teacher_runs_in_inference_mode",
+         "tests/test_teacher_mode.py::test_feature_distillation_captures_the_teachers_features_in_inference_mode"],
+    ),
+    "ensemble members called in training mode": (
+        "teachers.py",
+        'outputs = [keras.ops.cast(m(inputs, training=False), "float32") for m in self.members]',
+        'outputs = [keras.ops.cast(m(inputs, training=True), "float32") for m in self.members]',
+        ["tests/test_teacher_mode.py::test_ensemble_members_and_probability_teachers_run_in_inference_mode"],
+    ),
+    "probability teacher called in training mode": (
+        "teachers.py",
+        'probabilities = keras.ops.cast(self.model(inputs, training=False), "float32")',
+        'probabilities = keras.ops.cast(self.model(inputs, training=True), "float32")',
+        ["tests/test_teacher_mode.py::test_ensemble_members_and_probability_teachers_run_in_inference_mode"],
+    ),
+
     "token loss divided by this replica's real tokens": (
         "terms.py",
         "gradient_loss = tf.math.divide_no_nan(weighted_sum, global_w)",

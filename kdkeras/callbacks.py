@@ -36,6 +36,7 @@ __all__ = [
     "AtomicBackupAndRestore",
     "DistillationSchedule",
     "NonFiniteLossError",
+    "StageProgress",
     "StopOnNonFinite",
     "latest_backup_epoch",
     "linear_warmup",
@@ -295,3 +296,33 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         for entry in os.listdir(self.backup_dir):
             if entry.startswith("epoch-") and entry != name:
                 shutil.rmtree(os.path.join(self.backup_dir, entry), ignore_errors=True)
+
+
+class StageProgress(keras.callbacks.Callback):
+    """One progress bar for a whole training stage: one tick per epoch, with the latest loss and accuracy.
+
+    Keras' own ``verbose=1`` draws a new bar every epoch and ``verbose=2``
+    prints a line per epoch; for a stage of hundreds of epochs a person wants
+    one bar. Use it with ``fit(verbose=0)``; the jobs do this for
+    ``--verbose 1``. The bar shows ``loss`` (or a distiller's
+    ``student_loss``), ``accuracy``, ``val_accuracy`` and ``agreement`` when
+    the logs have them.
+
+    Args:
+        epochs: The stage's last epoch (the bar's end).
+        initial_epoch: Where a resumed stage starts.
+    """
+
+    SHOWN = ("loss", "student_loss", "accuracy", "val_accuracy", "agreement")
+
+    def __init__(self, epochs, initial_epoch=0):
+        super().__init__()
+        self.epochs, self.initial_epoch = int(epochs), int(initial_epoch)
+        self._bar = None
+
+    def on_train_begin(self, logs=None):
+        self._bar = keras.utils.Progbar(self.epochs, unit_name="epoch", stateful_metrics=self.SHOWN)
+
+    def on_epoch_end(self, epoch, logs=None):
+        values = [(k, float(v)) for k, v in (logs or {}).items() if k in self.SHOWN]
+        self._bar.update(epoch + 1, values=values)

@@ -34,7 +34,7 @@ import tensorflow as tf
 
 from kdkeras import augment as augment_module
 from kdkeras.atomic import save_model, write_text
-from kdkeras.callbacks import AtomicBackupAndRestore, StopOnNonFinite, latest_backup_epoch
+from kdkeras.callbacks import AtomicBackupAndRestore, StageProgress, StopOnNonFinite, latest_backup_epoch
 from kdkeras.data import fixed_epoch_order, make_dataset, teacher_logit_arrays
 from kdkeras.distiller import Distiller, cached_batch
 from kdkeras.distribute import multiworker_compatible
@@ -68,7 +68,7 @@ def train_teacher(teacher, train, recipe, *, validation_data=None, state=None, s
         validation_data: Optional ``(x, y)`` arrays evaluated after every epoch.
         state: Optional :class:`RunState` (backups, saving, resume).
         strategy: Optional ``tf.distribute`` strategy (default: the current one).
-        verbose: Keras verbosity.
+        verbose: 0 silent, 1 one progress bar for the stage, 2 a line per epoch.
         callbacks: Extra Keras callbacks.
 
     Returns:
@@ -248,8 +248,10 @@ def _fit(fit_model, key, elements, recipe, epochs, mixup, validation_data, state
     # Order matters: the epoch log is written before the backup that vouches for it.
     stage_callbacks = [log, *(state.backup_callbacks(key) if state is not None else []), StopOnNonFinite(),
                        *callbacks]
+    if verbose == 1:  # one bar for the whole stage instead of one per epoch
+        stage_callbacks.append(StageProgress(epochs, first_epoch))
     fit_model.fit(data.with_options(_data_options()), epochs=epochs, steps_per_epoch=steps,
-                  validation_data=validation, verbose=verbose, callbacks=stage_callbacks,
+                  validation_data=validation, verbose=0 if verbose == 1 else verbose, callbacks=stage_callbacks,
                   shuffle=False)  # the datasets order themselves, with their seed
     if state is not None:
         state.finish(key, saved_model, log.history)

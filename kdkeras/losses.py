@@ -249,16 +249,7 @@ def skew_kl(alpha=0.1):
     Returns:
         ``f(teacher_logits, student_logits, temperature)``.
     """
-    alpha = _check_mixing("alpha", alpha, upper_inclusive=False)
-    if alpha == 0.0:
-        return kl_divergence
-
-    def skl(teacher_logits, student_logits, temperature):
-        log_pt, log_ps, t = _softened(teacher_logits, student_logits, temperature)
-        return _non_negative(tf.square(t) * _kl(log_pt, _log_mixture(log_pt, log_ps, alpha)))
-
-    skl.__name__ = f"skew_kl_{alpha:g}"
-    return skl
+    return _skewed(alpha, reverse=False)
 
 
 def skew_reverse_kl(alpha=0.1):
@@ -276,16 +267,22 @@ def skew_reverse_kl(alpha=0.1):
     Returns:
         ``f(teacher_logits, student_logits, temperature)``.
     """
+    return _skewed(alpha, reverse=True)
+
+
+def _skewed(alpha, reverse):
+    """The skew KL (``reverse=False``: ``KL(p_t || mix)``) or skew reverse KL (``KL(p_s || mix)``), mix toward the first."""
     alpha = _check_mixing("alpha", alpha, upper_inclusive=False)
     if alpha == 0.0:
-        return reverse_kl_divergence
+        return reverse_kl_divergence if reverse else kl_divergence
 
-    def srkl(teacher_logits, student_logits, temperature):
+    def skewed(teacher_logits, student_logits, temperature):
         log_pt, log_ps, t = _softened(teacher_logits, student_logits, temperature)
-        return _non_negative(tf.square(t) * _kl(log_ps, _log_mixture(log_pt, log_ps, 1.0 - alpha)))
+        first, second = (log_ps, log_pt) if reverse else (log_pt, log_ps)
+        return _non_negative(tf.square(t) * _kl(first, _log_mixture(first, second, alpha)))
 
-    srkl.__name__ = f"skew_reverse_kl_{alpha:g}"
-    return srkl
+    skewed.__name__ = f"skew_{'reverse_' if reverse else ''}kl_{alpha:g}"
+    return skewed
 
 
 def total_variation(teacher_logits, student_logits, temperature):

@@ -11,7 +11,7 @@ import numpy as np
 
 from kdkeras.atomic import atomic_path
 
-__all__ = ["plot_predictions", "plot_history", "plot_soft_targets", "plot_trials", "save_figure"]
+__all__ = ["plot_predictions", "plot_history", "plot_next_token_distributions", "plot_soft_targets", "plot_trials", "save_figure"]
 
 _OK = "#1a7f37"
 _WRONG = "#cf222e"
@@ -263,3 +263,48 @@ def plot_trials(rows, objective="val_accuracy", path=None):
 
 
 _SHORT = {"temperature": "T", "alpha": "alpha", "learning_rate": "lr"}
+
+
+def plot_next_token_distributions(models, prompt_ids, decode, top=15, temperature=1.0, path=None):
+    """Each language model's distribution of the next token after one prompt, as bars side by side.
+
+    The tokens shown are the ``top`` most likely under the first model (the
+    teacher); a student that learnt from its soft targets puts its mass in
+    the same places.
+
+    Args:
+        models: Mapping ``name -> model`` (``[batch, steps]`` ids to ``[batch, steps, vocab]`` logits).
+        prompt_ids: The prompt's token ids (1-D).
+        decode: ``f([id]) -> str`` naming a token (a character tokenizer's ``decode``).
+        top: How many tokens to show.
+        temperature: Softmax temperature of the distributions.
+        path: Optional file to write the figure to.
+
+    Returns:
+        The ``matplotlib.figure.Figure``.
+    """
+    if not models:
+        raise ValueError("plot_next_token_distributions needs at least one model.")
+    prompt = np.asarray(prompt_ids, dtype=np.int32)[None, :]
+    probabilities = {}
+    for name, model in models.items():
+        logits = np.asarray(model(prompt, training=False))[0, -1].astype(np.float64) / temperature
+        p = np.exp(logits - logits.max())
+        probabilities[name] = p / p.sum()
+    first = next(iter(probabilities.values()))
+    order = np.argsort(-first)[:top]
+    labels = [repr(decode([int(i)]))[1:-1].replace("\\n", "⏎") or "?" for i in order]
+    fig = _figure(figsize=(11, 4))
+    ax = fig.subplots()
+    width = 0.8 / len(probabilities)
+    for k, (color, (name, p)) in enumerate(zip(_COLORS * 4, probabilities.items())):
+        ax.bar(np.arange(len(order)) + (k - (len(probabilities) - 1) / 2) * width, p[order], width, color=color,
+               label=name)
+    ax.set_xticks(np.arange(len(order)), labels)
+    ax.set(ylabel="probability", xlabel=f"next character (the {top} most likely under {next(iter(models))})")
+    ax.legend(fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    if path is not None:
+        save_figure(fig, path)
+    return fig

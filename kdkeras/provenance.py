@@ -10,7 +10,7 @@ import platform
 import shlex
 import sys
 
-__all__ = ["machine", "provenance"]
+__all__ = ["cpu", "machine", "provenance"]
 
 
 def machine():
@@ -22,8 +22,35 @@ def machine():
     return f"{os.cpu_count()} CPU cores ({cpu}), " + (f"{len(gpus)} GPU(s)" if gpus else "no GPU")
 
 
+#: The instruction sets that change which TensorFlow (oneDNN) kernels run, and so times and the last digits.
+INSTRUCTION_SETS = ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile",
+                    "amx_bf16", "amx_int8", "avx_vnni")
+
+
+def cpu():
+    """``{"model": ..., "instruction_sets": [...]}`` of this machine's CPU (Linux ``/proc/cpuinfo``; else the platform's).
+
+    A seed repeats a run exactly on one machine; on another CPU model TensorFlow
+    may pick other kernels, which changes times and the last digits of results.
+    """
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                if model and flags:
+                    break
+    except OSError:
+        pass
+    return {"model": model, "instruction_sets": [f for f in INSTRUCTION_SETS if f in flags]}
+
+
 def provenance(argv=None, data=None):
-    """A result file's header: ``command``, ``date``, ``machine``, ``python``, ``tensorflow``, ``keras``[, ``data``]."""
+    """A result file's header: ``command``, ``date``, ``machine``, ``cpu``, ``python``, ``tensorflow``, ``keras``[, ``data``]."""
     argv = sys.argv if argv is None else argv
     versions = {}
     for name in ("tensorflow", "keras"):
@@ -31,7 +58,7 @@ def provenance(argv=None, data=None):
         versions[name] = getattr(module, "__version__", None) if module else None
     record = {"command": "python " + shlex.join(argv),
               "date": datetime.datetime.now().isoformat(timespec="seconds"),
-              "machine": machine(), "python": platform.python_version(), **versions}
+              "machine": machine(), "cpu": cpu(), "python": platform.python_version(), **versions}
     if data is not None:
         record["data"] = data
     return record

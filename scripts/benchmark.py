@@ -288,10 +288,15 @@ def _evaluated_on(arrays, validation_size, seed):
 
 def _time_to_accuracy():
     """The sibling script module that runs and summarizes the time-to-accuracy comparison."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import time_to_accuracy
+    import importlib.util
 
-    return time_to_accuracy
+    if "time_to_accuracy" not in sys.modules:  # loaded from its file: the scripts folder is no package
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "time_to_accuracy.py")
+        spec = importlib.util.spec_from_file_location("time_to_accuracy", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["time_to_accuracy"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["time_to_accuracy"]
 
 
 def to_accuracy(args, argv):

@@ -22,7 +22,6 @@ mean over real tokens (kdkeras' value) computed in NumPy.
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
@@ -141,7 +140,7 @@ def main(argv=None):
         "file": os.path.basename(args.data), "sequences": args.sequences, "real_tokens": real_tokens,
         "positions": float(np.prod(w.shape)), "sequence_length": args.sequence_length, "batch_size": args.batch_size})
     record.update({
-        "cpu_model": cpu_model(), "keras_hub": keras_hub.__version__,
+        "keras_hub": keras_hub.__version__,
         "models": {"teacher_parameters": teacher.count_params(), "student_parameters": gpt2(1, 48, 2).count_params(),
                    "vocabulary": vocab},
         "top_k": args.top_k,
@@ -165,36 +164,6 @@ def main(argv=None):
 
         write_text(args.json, json.dumps(record, indent=2) + "\n")
     return 0
-
-
-def cpu_model():
-    """The CPU's model name from /proc/cpuinfo (Linux), else the platform's processor string."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
-def top_k_errors(np, tf, kdkeras, teacher, student, x, w, ks=(4, 8, 32, 128), batch=64):
-    """The error of each LM loss from a top-k teacher (float16, as cached) against its full-logit value."""
-    inputs = {key: v[:batch] for key, v in x.items()}
-    real = tf.cast(w[:batch], tf.float32) > 0
-    zt, zs = teacher(inputs), student(inputs)
-    out = {}
-    for k in ks:
-        lp, idx, tail = kdkeras.data.top_k.top_k_log_probs(zt, k)
-        sparse = kdkeras.losses.TopKTeacher(tf.cast(tf.cast(lp, tf.float16), tf.float32), idx, tail)
-        out[k] = {}
-        for name in ("kl", "reverse_kl", "jsd", "skew_kl", "skew_reverse_kl", "tv"):
-            fn = kdkeras.losses.get(name)
-            full = float(tf.reduce_mean(tf.boolean_mask(fn(zt, zs, 1.0), real)))
-            approx = float(tf.reduce_mean(tf.boolean_mask(fn(sparse, zs, 1.0), real)))
-            out[k][name] = {"full": full, "top_k": approx, "relative_error": (approx - full) / full}
-    return out
 
 
 def padded_batch_losses(keras, np, kdkeras, teacher, student, x, y, w):

@@ -60,3 +60,37 @@ def test_saved_notebook_is_what_the_builder_writes_and_names_the_current_default
     claims = re.findall(r"kdkeras\.Recipe\(\) \(T = ([\d.]+), alpha = ([\d.]+)\)", "\n".join(saved))
     recipe = kdkeras.Recipe()
     assert claims and all((float(t), float(a)) == (recipe.temperature, recipe.alpha) for t, a in claims)
+
+
+TEXT_NOTEBOOK = os.path.join(ROOT, "notebooks", "text_distillation.ipynb")
+
+
+def test_the_text_notebook_is_saved_with_a_real_run_and_is_what_its_builder_writes():
+    nb = nbformat.read(TEXT_NOTEBOOK, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and all(c.get("execution_count") for c in code)
+    outputs = [o for c in code for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert any("image/png" in o.get("data", {}) for o in outputs), "the soft-target figure is saved"
+    log = "".join(o.get("text", "") for o in outputs)
+    assert "student (distilled)" in log and "test bits / character" in log
+    builder = load_script("notebooks/build_text_notebook.py")
+    assert [c.source for c in nb.cells] == [source for _, source in builder.CELLS]
+
+
+def test_the_text_notebook_executes_without_errors(tmp_path, monkeypatch):
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    nb = nbformat.read(TEXT_NOTEBOOK, as_version=4)
+    monkeypatch.setenv("KDKERAS_NB_TEACHER_STEPS", "20")
+    monkeypatch.setenv("KDKERAS_NB_STUDENT_STEPS", "20")
+    try:
+        NotebookClient(nb, timeout=600, kernel_name="python3",
+                       resources={"metadata": {"path": str(tmp_path)}}).execute()
+    except CellExecutionError as e:  # pragma: no cover - the failure message is the point
+        pytest.fail(f"a notebook cell failed:\n{str(e)[-3000:]}")
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert any("image/png" in o.get("data", {}) for o in outputs)
+    log = "".join(o.get("text", "") for o in outputs)
+    assert "1/1 - " in log and "Epoch 2/" not in log, log[:2000]  # the tiny budget: one epoch of 20 steps

@@ -37,7 +37,8 @@ def configure(p):
     p.add_argument("--out", default=None, help="output directory (default: runs/distill/<timestamp>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--tensorboard", default=None, metavar="DIR", help="TensorBoard logs of both students")
-    p.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2))
+    p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
+                   help="0 silent, 1 one progress bar per stage, 2 one line per epoch")
 
 
 def run(args):

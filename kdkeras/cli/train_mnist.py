@@ -106,8 +106,8 @@ def _add_run_flags(p):
     p.add_argument("--tensorboard", default=None, metavar="DIR",
                    help="also log every stage's losses, accuracy, agreement, temperature and alpha per epoch "
                         "for TensorBoard, to DIR/teacher, DIR/scratch and DIR/distilled")
-    p.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2),
-                   help="Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch")
+    p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
+                   help="0 silent, 1 one progress bar per stage, 2 one line per epoch")
 
 
 

@@ -27,7 +27,7 @@ DESCRIPTION = __doc__.split("\n\n")[0]
 def _defaults():
     # kdkeras.text.experiment imports TensorFlow; its defaults are repeated here so that --help stays fast,
     # and tests/test_text_job.py checks that the two agree.
-    return dict(context=64, batch_size=16, teacher_steps=1500, student_steps=800, temperature=1.0, alpha=0.0,
+    return dict(context=64, batch_size=16, teacher_steps=4000, student_steps=1500, temperature=1.0, alpha=0.0,
                 loss="kl", transfer_fraction=1.0, top_k=32, on_policy_fraction=0.0, max_new_tokens=16, seed=0)
 
 

@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from kdkeras import evaluation
-from kdkeras.callbacks import StopOnNonFinite
+from kdkeras.callbacks import StageProgress, StopOnNonFinite
 from kdkeras.data import top_k as top_k_cache
 from kdkeras.distiller import Distiller
 from kdkeras.experiment import EpochLog, StageResult
@@ -54,7 +54,8 @@ class TextRecipe:
         context, batch_size: Window length (characters) and windows per batch.
         teacher_layers, teacher_width, student_layers, student_width, heads: The two GPT models.
         teacher_steps, student_steps: Training budgets in optimizer steps (each student gets ``student_steps``).
-        epoch_steps: Steps per Keras epoch (one backup and one progress line each).
+        epoch_steps: Steps per Keras epoch (one backup and one progress line each); budgets are
+            rounded up to whole epochs.
         teacher_learning_rate, student_learning_rate: Adam's peak rates (cosine decay to 0 over the budget).
         temperature, alpha, loss: The distillation settings (``alpha`` weighs the hard labels).
         transfer_fraction: The share of the training documents the students see (1: all; the transfer-set
@@ -72,8 +73,8 @@ class TextRecipe:
     student_layers: int = 1
     student_width: int = 48
     heads: int = 4
-    teacher_steps: int = 1500
-    student_steps: int = 800
+    teacher_steps: int = 4000
+    student_steps: int = 1500
     epoch_steps: int = 100
     teacher_learning_rate: float = 3e-3
     student_learning_rate: float = 3e-3
@@ -88,9 +89,13 @@ class TextRecipe:
     sampling_temperature: float = 1.0
     seed: int = 0
 
-    def epochs(self, steps):
-        """Keras epochs of a budget (the last epoch may be shorter: ``steps`` are exact)."""
-        return math.ceil(steps / self.epoch_steps)
+    def schedule(self, steps):
+        """``(epochs, steps per epoch)`` of a budget: whole epochs of at most ``epoch_steps`` steps.
+
+        A budget that is not a multiple of ``epoch_steps`` is rounded up to whole epochs.
+        """
+        per_epoch = min(self.epoch_steps, steps)
+        return math.ceil(steps / per_epoch), per_epoch
 
 
 class TextData(NamedTuple):
@@ -165,16 +170,20 @@ def _batches(order, first_step, recipe, gather):
         gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
 
 
-def _fit(model, key, order, gather, steps, recipe, state, verbose, callbacks, saved_model):
+def _fit(model, key, n, seed_offset, gather, steps, recipe, state, verbose, callbacks, saved_model):
     done = state.completed_epochs(key) if state is not None else 0
-    epochs = recipe.epochs(steps)
+    epochs, per_epoch = recipe.schedule(steps)
+    order = training_order(n, epochs * per_epoch, recipe, seed_offset)
     first = min(done, epochs - 1)
-    data = _batches(order, first * recipe.epoch_steps, recipe, gather)
+    data = _batches(order, first * per_epoch, recipe, gather)
     log = EpochLog(state.epochs_path(key) if state is not None else None,
                    state.previous_epochs(key, done) if state is not None else {})
     stage_callbacks = [log, *(state.backup_callbacks(key) if state is not None else []), StopOnNonFinite(),
                        *callbacks]
-    model.fit(data, epochs=epochs, steps_per_epoch=recipe.epoch_steps, verbose=verbose, callbacks=stage_callbacks,
+    if verbose == 1:  # one bar for the whole stage instead of one per epoch
+        stage_callbacks.append(StageProgress(epochs, first))
+    model.fit(data, epochs=epochs, steps_per_epoch=per_epoch, verbose=0 if verbose == 1 else verbose,
+              callbacks=stage_callbacks,
               shuffle=False)
     if state is not None:
         state.finish(key, saved_model, log.history)
@@ -198,8 +207,9 @@ def train_language_model(key, model, train, steps, recipe, *, learning_rate=None
     keras.utils.set_random_seed(recipe.seed)
     model.compile(optimizer=_adam(lr, steps), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
-    order = training_order(len(train[0]), steps, recipe, seed_offset=0 if key != "teacher" else 7919)
-    history = _fit(model, key, order, _gather(train), steps, recipe, state, verbose, callbacks, model)
+    seed_offset = 0 if key != "teacher" else 7919  # the students share one order, the teacher has its own
+    history = _fit(model, key, len(train[0]), seed_offset, _gather(train), steps, recipe, state, verbose, callbacks,
+                   model)
     return StageResult(model, history)
 
 
@@ -223,7 +233,6 @@ def distil(student, teacher, train, recipe, *, state=None, verbose=2, callbacks=
                       max_new_tokens=recipe.max_new_tokens, sampling_temperature=recipe.sampling_temperature,
                       on_policy_seed=recipe.seed)
     n = len(train[0])
-    order = training_order(n, steps, recipe)
     passes = steps * recipe.batch_size / n
     gather = _gather(train)
     if recipe.top_k and not recipe.on_policy_fraction and passes >= recipe.cache_min_passes:
@@ -233,7 +242,7 @@ def distil(student, teacher, train, recipe, *, state=None, verbose=2, callbacks=
         logger.info("Distilling from the teacher's top %d (%.0f bytes a token): %.1f passes over %d windows.",
                     k, cache.bytes_per_token, passes, n)
         gather = cache.batch
-    history = _fit(distiller, key, order, gather, steps, recipe, state, verbose, callbacks, student)
+    history = _fit(distiller, key, n, 0, gather, steps, recipe, state, verbose, callbacks, student)
     return StageResult(student, history)
 
 

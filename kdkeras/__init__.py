@@ -43,7 +43,7 @@ _EXPORTS = {
 }
 _SUBMODULES = ("atomic", "augment", "callbacks", "checks", "data", "distiller", "distribute",
                "evaluation", "experiment", "export", "features", "language", "losses", "models", "mutual", "plotting", "provenance",
-               "recipe", "teachers", "terms", "text")
+               "recipe", "soft_targets", "teachers", "terms", "text")
 # Submodules that need an extra (pip install "kdkeras[tune]"): imported on first use only.
 _OPTIONAL = ("tuning",)
 # Entry points that parse their arguments before TensorFlow is needed.

@@ -7,6 +7,7 @@ training step itself only carries the in-graph label-range check.
 """
 
 import logging
+import math
 import re
 
 import keras
@@ -18,10 +19,12 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "LABEL_CHECK_TAG",
     "applies_softmax",
+    "check_alpha",
     "check_data",
     "check_logit_shapes",
     "check_model",
     "check_same_outputs",
+    "check_temperature",
     "checked_labels",
     "expected_input_shape",
     "output_dim",
@@ -263,3 +266,35 @@ def raise_friendly(error, role):
     if "Empty logs" in message:
         raise ValueError(f"The {role} data produced no batches (an empty dataset?). {message}") from None
     raise error
+
+
+def check_temperature(temperature):
+    """Validates a temperature and returns it as a Python float."""
+    try:
+        value = float(temperature)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"temperature must be a positive finite number; received {temperature!r}."
+        ) from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(
+            f"temperature must be a finite number > 0; received {temperature!r}. "
+            "Typical values are 1 to 20 (Hinton et al. use 2 to 20); T = 1 is "
+            "the plain softmax."
+        )
+    return value
+
+
+def check_alpha(alpha):
+    """Validates ``alpha`` (the weight of the hard-label loss) and returns a float."""
+    try:
+        value = float(alpha)
+    except (TypeError, ValueError):
+        raise TypeError(f"alpha must be a number in [0, 1]; received {alpha!r}.") from None
+    if not (0.0 <= value <= 1.0):
+        raise ValueError(
+            f"alpha must be in [0, 1]; received {alpha!r}. alpha is the weight of "
+            "the hard-label (student) loss: total = alpha * student_loss + "
+            "(1 - alpha) * distillation_loss."
+        )
+    return value

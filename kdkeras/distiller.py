@@ -20,6 +20,7 @@ from kdkeras import distribute as _distribute
 from kdkeras import language
 from kdkeras import losses as losses_module
 from kdkeras.losses import TopKTeacher
+from kdkeras.soft_targets import SoftTargetVariables
 from kdkeras.teachers import as_teacher
 from kdkeras.terms import (DistillationBatch, SoftTargetLoss, StudentLoss, capture_outputs, is_token_level,
                            reduce_terms)
@@ -31,7 +32,6 @@ __all__ = [
     "DEFAULT_TEMPERATURE",
     "Distiller",
     "INPUTS_KEY",
-    "SoftTargetVariables",
     "TEACHER_LOGITS_KEY",
     "TEACHER_TOP_K_KEY",
     "cached_batch",
@@ -88,48 +88,6 @@ def split_cached_inputs(x):
         teacher = TopKTeacher(fields["log_probs"], fields["indices"], fields["tail_log_mass"])
         return x[INPUTS_KEY], (teacher, fields["temperature"])
     return x, None
-
-
-class SoftTargetVariables:
-    """Temperature and alpha in non-trainable variables, for a ``keras.Model`` that distils.
-
-    A schedule (:class:`kdkeras.callbacks.DistillationSchedule`) assigns them
-    between epochs without retracing the step function, and they are saved and
-    restored with the weights. Call :meth:`_create_soft_target_variables` in
-    ``__init__``.
-    """
-
-    def _create_soft_target_variables(self, temperature, alpha):
-        def variable(name, value):
-            return self.add_weight(name=name, shape=(), initializer=keras.initializers.Constant(value),
-                                   trainable=False, dtype="float32")
-
-        self.temperature_variable = variable("temperature", temperature)
-        self.alpha_variable = variable("alpha", alpha)
-
-    @property
-    def temperature(self):
-        """The current temperature (a float). Assigning validates and updates the variable."""
-        return float(keras.ops.convert_to_numpy(self.temperature_variable))
-
-    @temperature.setter
-    def temperature(self, value):
-        self.temperature_variable.assign(losses_module.check_temperature(value))
-
-    @property
-    def alpha(self):
-        """The current weight of the hard-label loss (a float in [0, 1])."""
-        return float(keras.ops.convert_to_numpy(self.alpha_variable))
-
-    @alpha.setter
-    def alpha(self, value):
-        self.alpha_variable.assign(losses_module.check_alpha(value))
-
-    def _hard_weight(self):
-        return self.alpha_variable
-
-    def _soft_weight(self):
-        return 1.0 - self.alpha_variable
 
 
 @keras.saving.register_keras_serializable(package="kdkeras")
@@ -266,7 +224,7 @@ class Distiller(SoftTargetVariables, keras.Model):
             # Compute losses: alpha * hard-label loss + (1 - alpha) * T² KL (+ any extra terms)
             batch = DistillationBatch(y, sample_weight, teacher_logits, student_logits,
                                       teacher_features, student_features, hard_label_weight)
-            losses = self.compute_losses(batch)
+            losses = self.term_values(batch)
             scaled_loss = self.optimizer.scale_loss(losses.gradient_loss)
         # Compute gradients
         gradients = tape.gradient(scaled_loss, self.trainable_variables)
@@ -282,11 +240,14 @@ class Distiller(SoftTargetVariables, keras.Model):
         student_logits, student_features = self._forward(self.student, "student_layers", x, training=False)
         sample_weight = self._weights(x, sample_weight, student_logits)
         batch = DistillationBatch(y, sample_weight, teacher_logits, student_logits, teacher_features, student_features)
-        self._update_trackers(self.compute_losses(batch), batch)
+        self._update_trackers(self.term_values(batch), batch)
         return self._step_logs(x, y, student_logits, sample_weight)
 
-    def compute_losses(self, batch):
+    def term_values(self, batch):
         """Every term of the loss on one batch; returns :class:`kdkeras.terms.TermValues`.
+
+        (Not Keras' ``compute_loss``: this returns every weighted term, their
+        total and the values the metrics need, for one local batch.)
 
         The terms are the hard-label loss (weight ``alpha``), the distillation
         loss (weight ``1 - alpha``) and any extra ``loss_terms``, in that order.
@@ -480,8 +441,8 @@ class Distiller(SoftTargetVariables, keras.Model):
                 f"loss={kwargs['loss']!r}. Pass student_loss_fn= (hard labels) and "
                 "distillation_loss_fn= (teacher soft targets) instead."
             )
-        alpha = losses_module.check_alpha(alpha)
-        temperature = losses_module.check_temperature(temperature)
+        self.student_loss_fn, self.distillation_loss_fn = self._compile_soft_targets(
+            student_loss_fn, distillation_loss_fn, alpha, temperature)
         self._on_policy = None
         if on_policy_fraction:
             if max_new_tokens is None:
@@ -489,8 +450,6 @@ class Distiller(SoftTargetVariables, keras.Model):
                                  "tokens the student generates after each prompt).")
             self._on_policy = language.OnPolicy(on_policy_fraction, max_new_tokens, sampling_temperature,
                                                 on_policy_seed)
-        self.student_loss_fn = checks.resolve_student_loss(student_loss_fn)
-        self.distillation_loss_fn = losses_module.get(distillation_loss_fn)
         self._terms = [
             StudentLoss(self.student_loss_fn, weight=self._hard_weight),
             SoftTargetLoss(self.distillation_loss_fn, lambda: self.temperature_variable, weight=self._soft_weight),
@@ -499,16 +458,15 @@ class Distiller(SoftTargetVariables, keras.Model):
         self._distill_compile_args = {
             "student_loss_fn": self.student_loss_fn,
             "distillation_loss_fn": distillation_loss_fn,
-            "alpha": alpha,
-            "temperature": temperature,
+            "alpha": checks.check_alpha(alpha),
+            "temperature": checks.check_temperature(temperature),
             "on_policy_fraction": on_policy_fraction,
             "max_new_tokens": max_new_tokens,
             "sampling_temperature": sampling_temperature,
             "on_policy_seed": on_policy_seed,
         }
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
-        self.temperature_variable.assign(temperature)
-        self.alpha_variable.assign(alpha)
+        self._assign_soft_targets(alpha, temperature)
 
     # ------------------------------------------------------------------ #
     # Serialization

@@ -38,6 +38,8 @@ from typing import NamedTuple
 import keras
 import tensorflow as tf
 
+from kdkeras import checks
+
 __all__ = [
     "TopKTeacher",
     "kl_divergence",
@@ -613,33 +615,6 @@ register("skew_reverse_kl", skew_reverse_kl(0.1))
 register("tv", total_variation)
 
 
-def check_temperature(temperature):
-    """Validates a temperature and returns it as a Python float."""
-    try:
-        value = float(temperature)
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"temperature must be a positive finite number; received {temperature!r}."
-        ) from None
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(
-            f"temperature must be a finite number > 0; received {temperature!r}. "
-            "Typical values are 1 to 20 (Hinton et al. use 2 to 20); T = 1 is "
-            "the plain softmax."
-        )
-    return value
-
-
-def check_alpha(alpha):
-    """Validates ``alpha`` (the weight of the hard-label loss) and returns a float."""
-    try:
-        value = float(alpha)
-    except (TypeError, ValueError):
-        raise TypeError(f"alpha must be a number in [0, 1]; received {alpha!r}.") from None
-    if not (0.0 <= value <= 1.0):
-        raise ValueError(
-            f"alpha must be in [0, 1]; received {alpha!r}. alpha is the weight of "
-            "the hard-label (student) loss: total = alpha * student_loss + "
-            "(1 - alpha) * distillation_loss."
-        )
-    return value
+# The checks of T and alpha live in kdkeras.checks; these names are kept for code that imports them from here.
+check_temperature = checks.check_temperature
+check_alpha = checks.check_alpha

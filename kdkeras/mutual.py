@@ -21,8 +21,8 @@ import tensorflow as tf
 
 from kdkeras import checks
 from kdkeras import distribute as _distribute
-from kdkeras import losses as losses_module
-from kdkeras.distiller import Distiller, SoftTargetVariables, split_cached_inputs
+from kdkeras.distiller import Distiller, split_cached_inputs
+from kdkeras.soft_targets import SoftTargetVariables
 from kdkeras.terms import DistillationBatch, LossTerm, SoftTargetLoss, StudentLoss, reduce_terms
 
 __all__ = ["MutualLearning", "PeerDistillation", "born_again"]
@@ -107,16 +107,13 @@ class MutualLearning(SoftTargetVariables, keras.Model):
     def compile(self, optimizer="adam", metrics=None, student_loss_fn=None, distillation_loss_fn="kl",
                 alpha=DEFAULT_ALPHA, temperature=DEFAULT_TEMPERATURE, **kwargs):
         """Configures training; the arguments mean what they mean in ``Distiller.compile``."""
-        alpha = losses_module.check_alpha(alpha)
-        temperature = losses_module.check_temperature(temperature)
-        self.student_loss_fn = checks.resolve_student_loss(student_loss_fn)
-        self.distillation_loss_fn = losses_module.get(distillation_loss_fn)
+        self.student_loss_fn, self.distillation_loss_fn = self._compile_soft_targets(
+            student_loss_fn, distillation_loss_fn, alpha, temperature)
         soft = SoftTargetLoss(self.distillation_loss_fn, lambda: self.temperature_variable)
         self._terms = [StudentLoss(self.student_loss_fn, weight=self._hard_weight),
                        PeerDistillation(soft, weight=self._soft_weight)]
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
-        self.temperature_variable.assign(temperature)
-        self.alpha_variable.assign(alpha)
+        self._assign_soft_targets(alpha, temperature)
 
     def call(self, inputs, training=None):
         inputs, _ = split_cached_inputs(inputs)

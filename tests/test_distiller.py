@@ -187,7 +187,7 @@ def test_mixed_precision_losses_in_float32(policy, small_batch):
     assert d.student(x[:2]).dtype != tf.float32  # the student computes in half precision
     t_logits = teacher(x[:8])
     batch = kdkeras.terms.DistillationBatch(y[:8], None, tf.cast(t_logits, "float32"), d.student(x[:8]))
-    values = d.compute_losses(batch)
+    values = d.term_values(batch)
     assert values.gradient_loss.dtype == tf.float32 and all(m.dtype == tf.float32 for m in values.means)
     h = d.fit(x, y, batch_size=32, epochs=2, verbose=0)
     assert np.all(np.isfinite(h.history["loss"]))

@@ -27,8 +27,8 @@ V, S = 11, 8
 class PerReplicaMean(kdkeras.Distiller):
     """The mistake to rule out: each replica divides by its own real tokens."""
 
-    def compute_losses(self, batch):
-        values = super().compute_losses(batch)
+    def term_values(self, batch):
+        values = super().term_values(batch)
         return values._replace(gradient_loss=values.total / tf.distribute.get_replica_context().num_replicas_in_sync)
 
 

@@ -28,6 +28,8 @@ TEST_FILES = [
     "tests/test_main_job.py",
     "tests/test_data.py",
     "tests/test_errors.py",
+    "tests/test_cli_fuzz.py",
+    "tests/test_teacher_mode.py",
 ]
 # Bad-input tests that record no row themselves: their names say what they refuse.
 NAMED_BAD_INPUT_FILES = ("tests/test_data.py", "tests/test_errors.py")

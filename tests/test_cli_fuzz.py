@@ -159,8 +159,10 @@ TEXT_KINDS = ["not utf-8", "empty", "too short", "folder without txt", "missing"
 
 @pytest.mark.parametrize("command, data", [(c, d) for c in ("train-mnist", "distill", "tune") for d in IMAGE_KINDS]
                          + [("train-text", d) for d in TEXT_KINDS])
-def test_each_broken_input_is_refused_in_one_line(command, data, teacher_file, tmp_path):
+def test_each_broken_input_is_refused_in_one_line(command, data, teacher_file, tmp_path, reliability):
     _case(command, str(tmp_path), data, None, "new", teacher_file)
+    what = data if isinstance(data, str) else f"{data[0]}: {data[1]}"
+    reliability("bad input refused", f"kdkeras {command} --data ({what}): exit 2, one line, no run folder")
 
 
 def _examples():
@@ -168,35 +170,41 @@ def _examples():
 
 
 @pytest.mark.parametrize("command", ["train-mnist", "train-text", "distill", "tune"])
-def test_every_command_refuses_broken_inputs_in_one_line(command, teacher_file, tmp_path_factory):
+def test_every_command_refuses_broken_inputs_in_one_line(command, teacher_file, tmp_path_factory, reliability):
     data = TEXT_DATA if command == "train-text" else IMAGE_DATA
+    tried = []
 
     @settings(max_examples=_examples(), deadline=None, suppress_health_check=list(HealthCheck))
     @given(data=data, flag=st.one_of(st.none(), BAD_FLAGS[command]), out_kind=st.sampled_from(["new", "a file"]))
     def case(data, flag, out_kind):
+        tried.append(1)
         _case(command, str(tmp_path_factory.mktemp("fuzz")), data, flag, out_kind, teacher_file)
 
     case()
+    reliability("bad input refused", f"kdkeras {command}: random broken data, bad flags and an --out that is a "
+                "file (hypothesis): exit 2, one line, no traceback, no run folder", cases=len(tried))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("command", ["train-mnist", "train-text", "distill", "tune"])
-def test_every_command_refuses_broken_inputs_longer_profile(command, teacher_file, tmp_path_factory, monkeypatch):
+def test_every_command_refuses_broken_inputs_longer_profile(command, teacher_file, tmp_path_factory, monkeypatch,
+                                                            reliability):
     monkeypatch.setenv("KDKERAS_FUZZ_EXAMPLES", str(SLOW))
-    test_every_command_refuses_broken_inputs_in_one_line(command, teacher_file, tmp_path_factory)
+    test_every_command_refuses_broken_inputs_in_one_line(command, teacher_file, tmp_path_factory, reliability)
 
 
 @pytest.mark.parametrize("command", ["train-mnist", "train-text", "distill", "tune"])
-def test_an_out_path_that_is_a_file_is_refused_in_one_line(command, teacher_file, tmp_path):
+def test_an_out_path_that_is_a_file_is_refused_in_one_line(command, teacher_file, tmp_path, reliability):
     argv_data = ["--data", "sample"] + (["--teacher", teacher_file] if command in ("distill", "tune") else [])
     out = tmp_path / "a-file"
     out.write_text("keep me")
     code, err = _run([command, "--out", str(out), *argv_data])
     assert code == 2 and "is a file" in err and len(err.strip().splitlines()) == 1, err
     assert out.read_text() == "keep me"
+    reliability("bad input refused", f"kdkeras {command} --out naming an existing file: exit 2, one line, file kept")
 
 
-def test_a_diverging_distill_run_says_how_to_resume(teacher_file, tmp_path):
+def test_a_diverging_distill_run_says_how_to_resume(teacher_file, tmp_path, reliability):
     out = tmp_path / "run"
     code, err = _run(["distill", "--teacher", teacher_file, "--data", "sample", "--epochs", "1",
                       "--learning-rate", "1e12", "--verbose", "0", "--out", str(out)])
@@ -204,3 +212,5 @@ def test_a_diverging_distill_run_says_how_to_resume(teacher_file, tmp_path):
     assert code == 1 and len(lines) == 1 and "Traceback" not in err, err[-2000:]
     assert "became" in lines[0] and f"--resume --out {out}" in lines[0]
     assert out.is_dir()  # the run folder and its resume state stay
+    reliability("fault survived", "kdkeras distill at learning rate 1e12: exit 1, one line naming --resume, "
+                "run folder kept")

@@ -69,21 +69,25 @@ def _train_equals_test(distiller, batch, keys):
         np.testing.assert_allclose(logs[key][0], test[key], rtol=1e-5, err_msg=key)
 
 
-def test_the_online_teacher_runs_in_inference_mode(batch):
+def test_the_online_teacher_runs_in_inference_mode(batch, reliability):
     teacher, probe = noisy_teacher()
     d = kdkeras.Distiller(plain_student(), teacher)
     _train_equals_test(d, batch, ["distillation_loss", "agreement", "loss"])
     assert probe.seen and not any(probe.seen), probe.seen
+    reliability("property", "teacher with dropout and batch normalisation never called in training mode: "
+                "online Distiller")
 
 
-def test_feature_distillation_captures_the_teachers_features_in_inference_mode(batch):
+def test_feature_distillation_captures_the_teachers_features_in_inference_mode(batch, reliability):
     teacher, probe = noisy_teacher()
     d = kdkeras.FeatureDistiller(plain_student(), teacher, hints=[("hidden", "probe")])
     _train_equals_test(d, batch, ["distillation_loss", "loss"] + [t.name for t in d.loss_terms])
     assert probe.seen and not any(probe.seen), probe.seen
+    reliability("property", "teacher with dropout and batch normalisation never called in training mode: "
+                "FeatureDistiller (teacher features)")
 
 
-def test_ensemble_members_and_probability_teachers_run_in_inference_mode(batch):
+def test_ensemble_members_and_probability_teachers_run_in_inference_mode(batch, reliability):
     (first, p1), (second, p2) = noisy_teacher(seed=0), noisy_teacher(seed=3)
     _train_equals_test(kdkeras.Distiller(plain_student(), [first, second]), batch, ["distillation_loss"])
     softmax_teacher, p3 = noisy_teacher(softmax=True, seed=5)
@@ -91,9 +95,11 @@ def test_ensemble_members_and_probability_teachers_run_in_inference_mode(batch):
                        ["distillation_loss"])
     for probe in (p1, p2, p3):
         assert probe.seen and not any(probe.seen), probe.seen
+    reliability("property", "teacher with dropout and batch normalisation never called in training mode: "
+                "teacher ensembles and probability teachers")
 
 
-def test_the_teacher_logit_cache_runs_the_teacher_in_inference_mode(batch):
+def test_the_teacher_logit_cache_runs_the_teacher_in_inference_mode(batch, reliability):
     teacher, probe = noisy_teacher()
     x, y = batch
     cached = kdkeras.cache_teacher_logits(teacher, (x, y), batch_size=64, shuffle=False)
@@ -101,9 +107,11 @@ def test_the_teacher_logit_cache_runs_the_teacher_in_inference_mode(batch):
     np.testing.assert_allclose(inputs["teacher_logits"].numpy(), teacher.predict(x, verbose=0), rtol=1e-5,
                                atol=1e-6)
     assert probe.seen and not any(probe.seen)
+    reliability("property", "teacher with dropout and batch normalisation never called in training mode: "
+                "the teacher-logit cache")
 
 
-def test_mutual_learning_evaluates_peers_in_inference_mode(batch):
+def test_mutual_learning_evaluates_peers_in_inference_mode(batch, reliability):
     """In training, DML's peers give their targets from their own training-mode pass (Zhang et al., 2018)."""
     peers = [noisy_teacher(seed=0), noisy_teacher(seed=3)]
     mutual = kdkeras.MutualLearning([m for m, _ in peers])
@@ -116,3 +124,5 @@ def test_mutual_learning_evaluates_peers_in_inference_mode(batch):
     assert first == second  # dropout off: evaluation repeats exactly
     for _, probe in peers:
         assert probe.seen and not any(probe.seen), probe.seen
+    reliability("property", "teacher with dropout and batch normalisation never called in training mode: "
+                "MutualLearning evaluation (peers)")

@@ -40,7 +40,13 @@ def build_parser():
 def main(argv=None):
     """``kdkeras COMMAND ...``; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    if not argv or argv[0] not in SUBCOMMANDS:  # kdkeras --help, or no or an unknown command: a status, not an exit
+        try:
+            parser.parse_args(argv)
+        except SystemExit as e:
+            return e.code
+    args = parser.parse_args(argv)
     if args.command in ("train-mnist", "train-text"):
         return SUBCOMMANDS[args.command][0].execute(args, prog=f"kdkeras {args.command}")
     return run_own_data(args.command, args, argv)

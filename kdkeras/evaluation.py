@@ -17,7 +17,7 @@ from kdkeras.distiller import split_cached_inputs
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["accuracy", "compare", "language_model_metrics", "macro_f1", "format_table", "METRIC_LABELS"]
+__all__ = ["accuracy", "compare", "gap_closed", "language_model_metrics", "macro_f1", "format_table", "METRIC_LABELS"]
 
 #: Column headers for :func:`format_table`, in order.
 METRIC_LABELS = {
@@ -44,6 +44,16 @@ def accuracy(model_or_logits, x=None, y=None, batch_size=256):
     if y.ndim == 2 and y.shape[-1] > 1:
         y = y.argmax(-1)
     return float(np.mean(np.argmax(np.asarray(logits), -1) == y.reshape(-1)))
+
+
+def gap_closed(teacher, scratch, distilled):
+    """The share of the scratch student's gap to the teacher that distillation closes, or ``None`` without a gap.
+
+    ``(scratch - distilled) / (scratch - teacher)`` for a quantity where lower is
+    better (errors, bits per character); the same formula holds for accuracies
+    (both differences change sign).
+    """
+    return (scratch - distilled) / (scratch - teacher) if scratch != teacher else None
 
 
 def macro_f1(y_true, y_pred, num_classes):

@@ -43,7 +43,7 @@ STUDENT_STEPS = int(os.environ.get("KDKERAS_NB_STUDENT_STEPS", 800))
 SEED = 0"""),
     ("code", """\
 %matplotlib inline
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras
 import numpy as np
 import tensorflow as tf
@@ -77,8 +77,8 @@ print(f"student: {distilled.count_params():,} parameters")"""),
 rows = []
 for name, model in (("teacher", teacher), ("student (scratch)", scratch), ("student (distilled)", distilled)):
     m = experiment.evaluate(model, data.test, teacher=None if name == "teacher" else teacher)
-    rows.append(f"| {name} | {m['bits_per_character']:.3f} | {m.get('kl_to_teacher', float('nan')):.3f} | "
-                f"{m.get('agreement', float('nan')):.3f} |")
+    kl, agree = (f"{m[k]:.3f}" if k in m else "—" for k in ("kl_to_teacher", "agreement"))
+    rows.append(f"| {name} | {m['bits_per_character']:.3f} | {kl} | {agree} |")
 print("| model | test bits / character | KL to teacher | agreement |\\n|---|---:|---:|---:|")
 print("\\n".join(rows))"""),
     ("md", "## The soft targets of the next character\n\nAfter one prompt from the test play: the teacher's distribution over the next character, and each student's."),

@@ -166,6 +166,24 @@ def main(argv=None):
     return 0
 
 
+def top_k_errors(np, tf, kdkeras, teacher, student, x, w, ks=(4, 8, 32, 128), batch=64):
+    """The error of each LM loss from a top-k teacher (float16, as cached) against its full-logit value."""
+    inputs = {key: v[:batch] for key, v in x.items()}
+    real = tf.cast(w[:batch], tf.float32) > 0
+    zt, zs = teacher(inputs), student(inputs)
+    out = {}
+    for k in ks:
+        lp, idx, tail = kdkeras.data.top_k.top_k_log_probs(zt, k)
+        sparse = kdkeras.losses.TopKTeacher(tf.cast(tf.cast(lp, tf.float16), tf.float32), idx, tail)
+        out[k] = {}
+        for name in ("kl", "reverse_kl", "jsd", "skew_kl", "skew_reverse_kl", "tv"):
+            fn = kdkeras.losses.get(name)
+            full = float(tf.reduce_mean(tf.boolean_mask(fn(zt, zs, 1.0), real)))
+            approx = float(tf.reduce_mean(tf.boolean_mask(fn(sparse, zs, 1.0), real)))
+            out[k][name] = {"full": full, "top_k": approx, "relative_error": (approx - full) / full}
+    return out
+
+
 def padded_batch_losses(keras, np, kdkeras, teacher, student, x, y, w):
     """The distillation loss of one padded batch: keras.distillation's, kdkeras', and the NumPy masked mean."""
     batch = {k: v[:16] for k, v in x.items()}

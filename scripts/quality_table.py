@@ -36,8 +36,10 @@ def stats(values):
 
 
 def gap_closed(teacher, scratch, distilled):
-    """``(scratch - distilled) / (scratch - teacher)`` in errors; ``None`` when there is no gap."""
-    return (scratch - distilled) / (scratch - teacher) if scratch != teacher else None
+    """See :func:`kdkeras.evaluation.gap_closed`."""
+    from kdkeras.evaluation import gap_closed as gap
+
+    return gap(teacher, scratch, distilled)
 
 
 def pair_row(label, data, source, seeds, test_digits, errors, agreement):

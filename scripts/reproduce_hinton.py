@@ -192,7 +192,10 @@ def summary(values):
 
 
 def gap_closed(teacher, scratch, distilled):
-    return (scratch - distilled) / (scratch - teacher) if scratch != teacher else None
+    """See :func:`kdkeras.evaluation.gap_closed`."""
+    from kdkeras.evaluation import gap_closed as gap
+
+    return gap(teacher, scratch, distilled)
 
 
 def run(args, log=print):

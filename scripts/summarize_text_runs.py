@@ -14,6 +14,8 @@ import json
 import os
 import sys
 
+from kdkeras.evaluation import gap_closed
+
 MODELS = ("teacher", "student (scratch)", "student (distilled)")
 
 
@@ -39,8 +41,7 @@ def summarize(runs):
         })
     keys = [k for k in per_seed[0] if k not in ("seed", "teacher_reused", "seconds")]
     mean = {k: sum(s[k] for s in per_seed) / len(per_seed) for k in keys}
-    t, s, d = (mean[f"{n} bpc"] for n in MODELS)
-    return {"seeds": per_seed, "mean": mean, "gap_closed_of_means": (s - d) / (s - t),
+    return {"seeds": per_seed, "mean": mean, "gap_closed_of_means": gap_closed(*(mean[f"{n} bpc"] for n in MODELS)),
             "recipe": runs[0]["recipe"], "data": runs[0]["data"], "documents": runs[0]["documents"],
             "characters": runs[0]["characters"], "provenance": runs[0]["provenance"]}
 

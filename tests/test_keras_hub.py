@@ -122,3 +122,22 @@ def test_importing_kdkeras_does_not_import_keras_hub():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.slow
+def test_the_language_model_benchmark_runs_and_writes_its_result_file(tmp_path):
+    from conftest import load_script
+
+    text = tmp_path / "text.txt"
+    text.write_text("\n".join(f"{line} and the rest of line {i}" for i, line in enumerate(TEXT * 40)), "utf-8")
+    bench = load_script("scripts/benchmark_lm.py")
+    out = tmp_path / "bench.json"
+    assert bench.main(["--data", str(text), "--sequences", "64", "--epochs", "1", "--json", str(out)]) == 0
+    import json
+
+    record = json.loads(out.read_text())
+    assert set(record["trainers"]) == {"student alone", "kdkeras top-k cache", "kdkeras online", "keras.distillation"}
+    assert record["padded_batch"]["kdkeras_loss"] == pytest.approx(record["padded_batch"]["masked_mean_numpy"],
+                                                                   rel=1e-4)
+    assert record["cache_bytes_per_token"] == 32 * 4 + 4
+    assert set(record["top_k_error"]) == {"4", "8", "32", "128"} or set(record["top_k_error"]) == {4, 8, 32, 128}

@@ -93,4 +93,4 @@ def test_the_text_notebook_executes_without_errors(tmp_path, monkeypatch):
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert any("image/png" in o.get("data", {}) for o in outputs)
     log = "".join(o.get("text", "") for o in outputs)
-    assert "1/1 - " in log and "Epoch 2/" not in log, log[:2000]  # the tiny budget: one epoch of 20 steps
+    assert "20/20 - " in log and "Epoch 2/" not in log, log[:2000]  # the tiny budget: one epoch of 20 steps

@@ -14,8 +14,8 @@ from this package (``kdkeras.cli.main`` runs the MNIST job).
 """
 
 from kdkeras.cli.common import EXIT_USAGE, TrainingFailed, UserError, quiet_native_stderr
-from kdkeras.cli.train_mnist import (_check_args, build_parser, check_distillation_args, load_teachers, main,
-                                     make_strategy, recipe_from_args, run, tensorboard_callbacks)
+from kdkeras.cli.train_mnist import (_check_args, build_parser, check_distillation_args, load_teachers,  # noqa: F401
+                                     main, make_strategy, recipe_from_args, run, tensorboard_callbacks)
 
 __all__ = ["EXIT_USAGE", "TrainingFailed", "UserError", "build_parser", "check_distillation_args", "load_teachers",
            "main", "make_strategy", "quiet_native_stderr", "recipe_from_args", "run", "tensorboard_callbacks"]

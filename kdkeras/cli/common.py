@@ -31,6 +31,13 @@ class TrainingFailed(Exception):
     """Training stopped on a numerical fault: reported in one line, exit status 1."""
 
 
+def make_parser(prog, description, configure):
+    """A one-line-error parser of ``prog``, its flags added by ``configure(parser)``, defaults shown in ``--help``."""
+    parser = OneLineParser(prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    configure(parser)
+    return parser
+
+
 def default_out(command):
     """``runs/<command>/<timestamp>``: where a run writes when ``--out`` is not given."""
     return os.path.join("runs", command, datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))

@@ -12,8 +12,8 @@ import argparse
 import sys
 
 from kdkeras.cli import distill, train_mnist, train_text, tune
-from kdkeras.cli.common import EXIT_USAGE, OneLineParser, UserError, check_out, default_out, import_tensorflow_quietly
-from kdkeras.cli.common import remove_if_new
+from kdkeras.cli.common import (EXIT_USAGE, OneLineParser, UserError, check_out, default_out,
+                                import_tensorflow_quietly, remove_if_new)
 
 #: subcommand -> (module, one-line help)
 SUBCOMMANDS = {
@@ -25,8 +25,8 @@ SUBCOMMANDS = {
 
 
 def build_parser():
-    p = OneLineParser(prog="kdkeras", description="kdkeras: knowledge distillation for Keras 3, one command for every job.",
-                      formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = OneLineParser(prog="kdkeras", formatter_class=argparse.RawDescriptionHelpFormatter,
+                      description="kdkeras: knowledge distillation for Keras 3, one command for every job.",
                       epilog="kdkeras COMMAND --help shows a command's options.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=OneLineParser)
     for name, (module, help_text) in SUBCOMMANDS.items():

@@ -8,12 +8,11 @@ then writes ``student.keras``, ``student_scratch.keras``, ``metrics.json``,
 ``report.md``, ``predictions.png`` and ``history.png`` like the main job.
 """
 
-import argparse
 import datetime
 import json
 import os
 
-from kdkeras.cli.common import OneLineParser
+from kdkeras.cli.common import make_parser
 from kdkeras.cli.own_data import DEFAULTS, add_model_data_flags, prepare
 from kdkeras.cli.train_mnist import tensorboard_callbacks
 
@@ -21,10 +20,7 @@ HELP = "distil your own trained teacher into a student on your data"
 
 
 def build_parser():
-    p = OneLineParser(prog="kdkeras distill", description=__doc__.split("\n\n")[0],
-                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    configure(p)
-    return p
+    return make_parser("kdkeras distill", __doc__.split("\n\n")[0], configure)
 
 
 def configure(p):

@@ -8,7 +8,6 @@ TensorFlow is imported, and TensorFlow's native start-up lines are hidden
 (``KDKERAS_SHOW_TF_STARTUP=1`` shows them).
 """
 
-import argparse
 import datetime
 import json
 import os
@@ -17,8 +16,8 @@ import sys
 import tempfile
 import time
 
-from kdkeras.cli.common import (EXIT_USAGE, OneLineParser, TrainingFailed, UserError, check_out, default_out,
-                                import_tensorflow_quietly, quiet_native_stderr, remove_if_new)
+from kdkeras.cli.common import (EXIT_USAGE, TrainingFailed, UserError, check_out, default_out, make_parser,
+                                import_tensorflow_quietly, remove_if_new)
 from kdkeras.recipe import Recipe
 
 _DEFAULTS = Recipe()
@@ -30,11 +29,8 @@ DESCRIPTION = ("Knowledge distillation on MNIST: trains the article teacher CNN,
 
 
 def build_parser():
-    """The main job's argument parser (every flag, with its default)."""
-    p = OneLineParser(prog="train_mnist", description=DESCRIPTION,
-                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    configure(p)
-    return p
+    """The job's argument parser (every flag, with its default)."""
+    return make_parser("train_mnist", DESCRIPTION, configure)
 
 
 def configure(p):

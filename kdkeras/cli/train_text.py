@@ -11,14 +11,13 @@ initial weights, same batches), evaluates all three on the held-out test text
 model) and ``history.png``.
 """
 
-import argparse
 import dataclasses
 import json
 import os
 import sys
 import time
 
-from kdkeras.cli.common import (EXIT_USAGE, OneLineParser, TrainingFailed, UserError, check_out, default_out,
+from kdkeras.cli.common import (EXIT_USAGE, TrainingFailed, UserError, check_out, default_out, make_parser,
                                 import_tensorflow_quietly, remove_if_new)
 
 DESCRIPTION = __doc__.split("\n\n")[0]
@@ -32,10 +31,7 @@ def _defaults():
 
 
 def build_parser():
-    p = OneLineParser(prog="train_text", description=DESCRIPTION,
-                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    configure(p)
-    return p
+    return make_parser("train_text", DESCRIPTION, configure)
 
 
 def configure(p):
@@ -174,6 +170,7 @@ def run(args, recipe, data, teacher=None):
 
     from kdkeras import plotting
     from kdkeras.atomic import write_text
+    from kdkeras.evaluation import gap_closed
     from kdkeras.experiment import RunState
     from kdkeras.provenance import provenance
     from kdkeras.text import experiment, generate
@@ -222,8 +219,8 @@ def run(args, recipe, data, teacher=None):
     for name, model in models.items():
         metrics[name] = experiment.evaluate(model, data.test, teacher=None if name == "teacher" else teacher)
         metrics[name]["parameters"] = int(model.count_params())
-    t, d, s = (metrics[k]["bits_per_character"] for k in ("teacher", "student (distilled)", "student (scratch)"))
-    gap = (s - d) / (s - t) if s != t else float("nan")
+    gap = gap_closed(*(metrics[k]["bits_per_character"] for k in ("teacher", "student (scratch)",
+                                                                  "student (distilled)")))
     rng = np.random.default_rng(recipe.seed)
     tx = data.test[0]
     prompts = [tx[i, :32] for i in rng.choice(len(tx), 3, replace=False)]
@@ -239,10 +236,14 @@ def run(args, recipe, data, teacher=None):
     histories = {k: v for k, v in (("teacher", teacher_history), ("scratch student", scratch.history),
                                    ("distilled student", distilled.history)) if v}
     plotting.plot_history(histories, path=os.path.join(args.out, "history.png"))
-    print("\n" + table + f"\n\nGap closed in test bits per character: {gap:.0%}\n")
+    print("\n" + table + f"\n\nGap closed in test bits per character: {_percent(gap)}\n")
     print(f"Wrote teacher.keras, student.keras, student_scratch.keras, vocabulary.json, metrics.json, report.md, "
           f"samples.md and history.png to {args.out}")
     return record
+
+
+def _percent(share):
+    return "— (the scratch student matches the teacher)" if share is None else f"{share:.1%}"
 
 
 def _tensorboard(args, key):
@@ -278,7 +279,7 @@ def _report(args, recipe, data, table, gap, timings):
             f"- distillation: loss={recipe.loss}, T={recipe.temperature:g}, alpha={recipe.alpha:g}, "
             f"on-policy fraction {recipe.on_policy_fraction:g}; seed {recipe.seed}\n"
             f"- seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()) + "\n\n"
-            f"{table}\n\nGap closed in test bits per character: {gap:.1%}\n")
+            f"{table}\n\nGap closed in test bits per character: {_percent(gap)}\n")
 
 
 def _samples(vocabulary, prompts, samples):

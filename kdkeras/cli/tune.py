@@ -10,25 +10,23 @@ the chosen trial's student meets the test split, once. Writes
 trial under ``trials/``.
 """
 
-import argparse
 import datetime
 import json
 import os
 
-from kdkeras.cli.common import OneLineParser, UserError
+from kdkeras.cli.common import UserError, make_parser
 from kdkeras.cli.own_data import add_model_data_flags, prepare
 
 HELP = "choose T, alpha, loss and learning rate on a validation split (KerasTuner)"
 
 
+DESCRIPTION = ("Search temperature, alpha, loss and learning rate with KerasTuner: every trial distils the student on "
+               "the training data less a validation split and is scored on that split; the chosen student is "
+               "evaluated on the test split once.")
+
+
 def build_parser():
-    p = OneLineParser(
-        prog="kdkeras tune", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Search temperature, alpha, loss and learning rate with KerasTuner: every trial distils the "
-                    "student on the training data less a validation split and is scored on that split; the chosen "
-                    "student is evaluated on the test split once.")
-    configure(p)
-    return p
+    return make_parser("kdkeras tune", DESCRIPTION, configure)
 
 
 def configure(p):

@@ -4,7 +4,7 @@ Keras loss functions as distillation losses."""
 import keras
 import numpy as np
 import pytest
-from conftest import log_softmax_np, make_distiller, softmax_np
+from helpers.shared import log_softmax_np, make_distiller, softmax_np
 
 import kdkeras
 from kdkeras.callbacks import NonFiniteLossError, StopOnNonFinite, linear_warmup

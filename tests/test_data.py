@@ -228,7 +228,7 @@ def test_cache_calls_the_teacher_in_inference_batches_and_yields_training_batche
 def test_network_guard_refuses_outside_connections_and_allows_loopback():
     import socket
 
-    from conftest import NetworkBlocked
+    from helpers.shared import NetworkBlocked
 
     with pytest.raises(NetworkBlocked, match="8.8.8.8"):
         socket.create_connection(("8.8.8.8", 53), timeout=1)

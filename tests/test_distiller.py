@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import LOGITS_LOSS, log_softmax_np, make_distiller, softmax_np
+from helpers.shared import LOGITS_LOSS, log_softmax_np, make_distiller, softmax_np
 
 import kdkeras
 

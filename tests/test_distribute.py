@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import run_local_workers
+from helpers.shared import run_local_workers
 
 HELPER = os.path.join(os.path.dirname(__file__), "helpers", "mirrored_step.py")
 

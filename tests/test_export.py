@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import LOGITS_LOSS
+from helpers.shared import LOGITS_LOSS
 
 import kdkeras
 from kdkeras import export

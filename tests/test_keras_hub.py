@@ -126,7 +126,7 @@ def test_importing_kdkeras_does_not_import_keras_hub():
 
 @pytest.mark.slow
 def test_the_language_model_benchmark_runs_and_writes_its_result_file(tmp_path):
-    from conftest import load_script
+    from helpers.shared import load_script
 
     text = tmp_path / "text.txt"
     text.write_text("\n".join(f"{line} and the rest of line {i}" for i, line in enumerate(TEXT * 40)), "utf-8")

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import log_softmax_np, softmax_np
+from helpers.shared import log_softmax_np, softmax_np
 
 import kdkeras
 from kdkeras import losses

@@ -13,7 +13,7 @@ import pytest
 
 import kdkeras
 from kdkeras import cli
-from conftest import run_local_workers
+from helpers.shared import run_local_workers
 from matplotlib import image as mpimg
 
 from kdkeras import atomic

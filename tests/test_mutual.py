@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-from conftest import LOGITS_LOSS, log_softmax_np, softmax_np
+from helpers.shared import LOGITS_LOSS, log_softmax_np, softmax_np
 
 import kdkeras
 

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 
 import kdkeras
-from conftest import log_softmax_np, softmax_np
+from helpers.shared import log_softmax_np, softmax_np
 
 
 def _mlp(units, classes, seed, name):

@@ -5,7 +5,7 @@ import os
 import nbformat
 import pytest
 
-from conftest import load_script
+from helpers.shared import load_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(ROOT, "notebooks", "mnist_distillation.ipynb")

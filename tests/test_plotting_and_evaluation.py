@@ -3,7 +3,7 @@
 import matplotlib
 import numpy as np
 import pytest
-from conftest import log_softmax_np
+from helpers.shared import log_softmax_np
 
 import kdkeras
 from kdkeras import evaluation, plotting

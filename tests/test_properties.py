@@ -8,7 +8,7 @@ import zipfile
 import keras
 import numpy as np
 import pytest
-from conftest import log_softmax_np, softmax_np
+from helpers.shared import log_softmax_np, softmax_np
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import make_distiller
+from helpers.shared import make_distiller
 
 import kdkeras
 from kdkeras.callbacks import (

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-from conftest import log_softmax_np, make_distiller, softmax_np
+from helpers.shared import log_softmax_np, make_distiller, softmax_np
 
 import kdkeras
 from kdkeras import teachers

@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import load_script
+from helpers.shared import load_script
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _tta():

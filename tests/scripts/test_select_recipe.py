@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from conftest import load_script
+from helpers.shared import load_script
 
 
 def _module():

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import load_script
+from helpers.shared import load_script
 
 
 def _main_job(seeds, data):

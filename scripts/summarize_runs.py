@@ -69,9 +69,9 @@ def main(argv=None):
     record.update(command=args.command, summarized=datetime.datetime.now().isoformat(timespec="seconds"),
                   machine=machine())
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=2)
-        f.write("\n")
+    from kdkeras.atomic import write_text  # written whole or not at all, like every other result file
+
+    write_text(args.out, json.dumps(record, indent=2) + "\n")
     print(table(record))
     return 0
 

@@ -27,21 +27,24 @@ def test_saved_notebook_has_outputs_of_a_real_run():
     assert "student (distilled)" in text and "accuracy" in text.lower()
 
 
-def test_notebook_executes_without_errors(tmp_path, monkeypatch):
+def _execute(nb, path, monkeypatch, **env):
+    """Runs every cell of ``nb`` in ``path`` with ``env`` set (the kernel inherits it); returns the outputs."""
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
-    nb = _load()
-    # The kernel inherits this process' environment.
-    monkeypatch.setenv("KDKERAS_NB_TEACHER_EPOCHS", "1")
-    monkeypatch.setenv("KDKERAS_NB_STUDENT_EPOCHS", "1")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
     try:
-        NotebookClient(nb, timeout=600, kernel_name="python3",
-                       resources={"metadata": {"path": str(tmp_path)}}).execute()
+        NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path)}}).execute()
     except CellExecutionError as e:  # pragma: no cover - the failure message is the point
         pytest.fail(f"a notebook cell failed:\n{str(e)[-3000:]}")
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
+    return outputs
+
+
+def test_notebook_executes_without_errors(tmp_path, monkeypatch):
+    outputs = _execute(_load(), tmp_path, monkeypatch, KDKERAS_NB_TEACHER_EPOCHS="1", KDKERAS_NB_STUDENT_EPOCHS="1")
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 3
     # The run used the small epochs: one epoch line per fit (teacher, scratch, distiller), no "Epoch 2/".
     log = "".join(o.get("text", "") for o in outputs)
@@ -79,18 +82,8 @@ def test_the_text_notebook_is_saved_with_a_real_run_and_is_what_its_builder_writ
 
 
 def test_the_text_notebook_executes_without_errors(tmp_path, monkeypatch):
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError
-
-    nb = nbformat.read(TEXT_NOTEBOOK, as_version=4)
-    monkeypatch.setenv("KDKERAS_NB_TEACHER_STEPS", "20")
-    monkeypatch.setenv("KDKERAS_NB_STUDENT_STEPS", "20")
-    try:
-        NotebookClient(nb, timeout=600, kernel_name="python3",
-                       resources={"metadata": {"path": str(tmp_path)}}).execute()
-    except CellExecutionError as e:  # pragma: no cover - the failure message is the point
-        pytest.fail(f"a notebook cell failed:\n{str(e)[-3000:]}")
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    outputs = _execute(nbformat.read(TEXT_NOTEBOOK, as_version=4), tmp_path, monkeypatch,
+                       KDKERAS_NB_TEACHER_STEPS="20", KDKERAS_NB_STUDENT_STEPS="20")
     assert any("image/png" in o.get("data", {}) for o in outputs)
     log = "".join(o.get("text", "") for o in outputs)
     assert "20/20 - " in log and "Epoch 2/" not in log, log[:2000]  # the tiny budget: one epoch of 20 steps

@@ -62,6 +62,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", nargs="+", required=True, help="run folders of the equal-steps setting")
     p.add_argument("--transfer", nargs="*", default=[], help="run folders of the transfer-set setting")
+    p.add_argument("--transfer-long", nargs="*", default=[],
+                   help="run folders of the transfer-set setting with the longer student budget chosen on validation")
     p.add_argument("--json", required=True)
     p.add_argument("--md", required=True)
     args = p.parse_args(argv)
@@ -70,13 +72,20 @@ def main(argv=None):
     record = {"equal_steps": summarize([load(f) for f in args.runs])}
     if args.transfer:
         record["transfer_set"] = summarize([load(f) for f in args.transfer])
+    if args.transfer_long:
+        record["transfer_set_long"] = summarize([load(f) for f in args.transfer_long])
     record["command"] = "python scripts/summarize_text_runs.py " + " ".join(argv if argv is not None else sys.argv[1:])
     write_text(args.json, json.dumps(record, indent=2) + "\n")
     parts = ["Test bits per character (lower is better), gap closed = (scratch - distilled) / (scratch - teacher); "
              "mean row: gap closed of the means.", "", table("Equal steps, every training play", record["equal_steps"])]
     if args.transfer:
-        parts += ["", table("Transfer set: the students see every 10th training play, the teacher saw all",
+        parts += ["", table("Transfer set: the students see every 10th training play, the teacher saw all "
+                            f"({record['transfer_set']['recipe']['student_steps']:,} student steps)",
                             record["transfer_set"])]
+    if args.transfer_long:
+        parts += ["", table("Transfer set, the student budget chosen on validation "
+                            f"({record['transfer_set_long']['recipe']['student_steps']:,} steps)",
+                            record["transfer_set_long"])]
     write_text(args.md, "\n".join(parts) + "\n")
     print("\n".join(parts))
     return 0

@@ -7,7 +7,7 @@ import keras  # noqa: E402
 import pytest  # noqa: E402
 
 import kdkeras  # noqa: E402
-from helpers.shared import LOGITS_LOSS, shuffled  # noqa: E402
+from helpers.shared import LOGITS_LOSS, NetworkBlocked, shuffled  # noqa: E402
 from hypothesis import settings  # noqa: E402
 
 # Property tests draw the same cases on every run (repeatable CI); explore new ones with
@@ -76,10 +76,6 @@ def reliability(record_property):
             record_property(f"kdkeras_{key}", value)
 
     return record
-
-
-class NetworkBlocked(RuntimeError):
-    """A test tried to open a connection outside the loopback interface."""
 
 
 def _is_loopback(address):

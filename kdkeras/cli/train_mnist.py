@@ -322,7 +322,7 @@ def load_teachers(paths, teacher_outputs="logits", wrap=None):
         if not _readable_file(path):
             raise UserError(f"--teacher {path!r} is not a readable .keras file.")
         try:
-            model = keras.models.load_model(path)  # safe_mode on
+            model = keras.models.load_model(path, compile=False)  # safe_mode on; a teacher needs no optimizer
         except Exception as e:  # noqa: BLE001 - any unreadable model is a user error here
             raise UserError(f"could not load --teacher {path!r}: {e}") from None
         members.append(wrap(model) if wrap else model)

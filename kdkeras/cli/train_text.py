@@ -153,7 +153,7 @@ def _load_inputs(args):
     teacher = None
     if args.teacher:
         try:
-            teacher = keras.models.load_model(args.teacher)
+            teacher = keras.models.load_model(args.teacher, compile=False)
         except Exception as e:  # noqa: BLE001 - any unreadable file is the user's input
             raise UserError(f"could not load --teacher {args.teacher!r}: {e}") from None
         size = teacher.outputs[0].shape[-1] if teacher.outputs else None

@@ -118,3 +118,7 @@ def run_local_workers(argv_of, env, n=2, timeout=300, cwd=None):
             if p.poll() is None:
                 p.kill()
     return [(p.returncode, out, err) for p, (out, err) in zip(procs, outputs)]
+
+
+class NetworkBlocked(RuntimeError):
+    """A test tried to open a connection outside the loopback interface."""

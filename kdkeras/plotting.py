@@ -293,7 +293,7 @@ def plot_next_token_distributions(models, prompt_ids, decode, top=15, temperatur
         probabilities[name] = p / p.sum()
     first = next(iter(probabilities.values()))
     order = np.argsort(-first)[:top]
-    labels = [repr(decode([int(i)]))[1:-1].replace("\\n", "⏎") or "?" for i in order]
+    labels = [repr(decode([int(i)]))[1:-1].replace("\\n", "⏎").replace(" ", "␣") or "?" for i in order]
     fig = _figure(figsize=(11, 4))
     ax = fig.subplots()
     width = 0.8 / len(probabilities)

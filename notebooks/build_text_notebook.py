@@ -85,7 +85,7 @@ print("\\n".join(rows))"""),
     ("code", """\
 prompt = "ROMEO:\\nBut, soft! what light through yonder window b"
 ids = data.vocabulary.encode(prompt)
-fig = plotting.plot_next_token_distributions(
+plotting.plot_next_token_distributions(
     {"teacher": teacher, "student (distilled)": distilled, "student (scratch)": scratch}, ids,
     data.vocabulary.decode, top=15)"""),
     ("md", "## Samples\n\nThe same prompt continued by each model, with the same random numbers (temperature 0.8)."),

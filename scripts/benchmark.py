@@ -2,12 +2,10 @@
 
     python scripts/benchmark.py                       # CPU defaults, writes docs/benchmarks.md
     python scripts/benchmark.py --jit --precision mixed_bfloat16 --no-write
-    python scripts/benchmark.py --to-accuracy 0.985 --data ../shared/data/mnist.npz --seeds 0 1 2
 
-The last form measures time to accuracy instead (``scripts/time_to_accuracy.py``):
-the wall-clock time until each trainer's student first reaches the test accuracy
-``A``, on real data, with every epoch's time and accuracy in a JSON next to the
-report.
+Time to accuracy (the wall-clock time until each trainer's student first reaches
+a test accuracy, on real data) is ``scripts/time_to_accuracy.py``; both write
+their sections into ``docs/benchmarks.md``.
 
 Four trainers of the same article student CNN see the same batches of real MNIST
 digits (the bundled sample's training split, tiled to ``--samples``):
@@ -54,48 +52,10 @@ def parse_args(argv=None):
                    help="also measure each trainer's peak memory in a fresh subprocess")
     p.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks.md"), help="markdown report")
     p.add_argument("--no-write", dest="write", action="store_false", help="print only")
-    p.add_argument("--json", default=None,
-                   help="result file (default: docs/results/benchmark_<date>.json or time_to_accuracy_<pair>.json)")
-    p.add_argument("--to-accuracy", type=float, default=None, metavar="A",
-                   help="measure the time until each trainer first reaches test accuracy A instead of epoch times")
-    p.add_argument("--data", default="sample", help="with --to-accuracy: sample, or an .npz in Keras' layout")
-    p.add_argument("--pair", default="article", choices=("article", "mlp"),
-                   help="with --to-accuracy: article CNN teacher -> article student, or article CNN teacher -> "
-                        "Hinton et al.'s 784-800-800-10 MLP")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="with --to-accuracy")
-    p.add_argument("--max-epochs", type=int, default=12, help="with --to-accuracy: epochs per trainer at most")
-    p.add_argument("--teacher-epochs", type=int, default=6, help="with --to-accuracy")
-    p.add_argument("--temperature", type=float, default=4.0, help="with --to-accuracy")
-    p.add_argument("--alpha", type=float, default=0.1, help="with --to-accuracy")
-    p.add_argument("--learning-rate", type=float, default=1e-3, help="with --to-accuracy: Adam, constant")
-    p.add_argument("--trainers", nargs="+", default=None, metavar="NAME",
-                   help="with --to-accuracy: the trainers to run (default: the five of the comparison; the levers: "
-                        "'kdkeras cached +spe', '+jit', '+bf16', '+batch', '+spe+jit', '+spe+bf16', '+spe+batch', "
-                        "'+spe+batch+cosine', 'keras.distillation +batch', 'keras.distillation +batch+cosine' and "
-                        "'bare step')")
-    p.add_argument("--steps-per-execution", type=int, default=16, help="with --to-accuracy: for the +spe levers")
-    p.add_argument("--large-batch", type=int, default=256, help="with --to-accuracy: for the +batch levers")
-    p.add_argument("--large-batch-learning-rate", type=float, default=None,
-                   help="with --to-accuracy: Adam's rate for the +batch levers (default: --learning-rate x the "
-                        "square root of the batch ratio)")
-    p.add_argument("--inference-batch-size", type=int, default=1024,
-                   help="with --to-accuracy: digits per teacher call while the cached trainers build their cache")
-    p.add_argument("--decay-epochs", type=int, default=None,
-                   help="with --to-accuracy: the +cosine levers decay the rate to 0 over this many epochs "
-                        "(default: --max-epochs)")
-    p.add_argument("--validation-size", type=float, default=None, metavar="N",
-                   help="with --to-accuracy: evaluate on a seeded, stratified validation split of N training digits "
-                        "(a count, or a fraction < 1) instead of the test split, to choose a setting")
-    p.add_argument("--resummarize", nargs="+", default=None, metavar="JSON",
-                   help="recompute the summary of earlier --to-accuracy result files from their stored epochs "
-                        "(rewrites each file's summary, keeps its runs and provenance) and print their tables")
+    p.add_argument("--json", default=None, help="result file (default: docs/results/benchmark_<date>.json)")
     p.add_argument("--child", choices=CONFIGS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.decay_epochs is not None and args.decay_epochs < 1:
-        p.error("--decay-epochs must be >= 1")
-    if args.validation_size and args.validation_size >= 1:
-        args.validation_size = int(args.validation_size)  # a count; below 1, a fraction
-    for name in ("samples", "batch_size", "rounds", "inference_batch_size"):
+    for name in ("samples", "batch_size", "rounds"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
     return args
@@ -267,27 +227,8 @@ def report(args, times, cache_seconds, peaks, when, where, command):
     return "\n".join(header + lines) + "\n", checks
 
 
-def _pair(name):
-    import kdkeras
-
-    if name == "article":
-        return {"teacher": lambda seed: kdkeras.build_teacher(seed=seed),
-                "student": lambda seed: kdkeras.build_student(seed=seed + 1)}
-    return {"teacher": lambda seed: kdkeras.build_teacher(seed=seed),
-            "student": lambda seed: kdkeras.build_mlp((800, 800), seed=seed + 1)}
-
-
-def _evaluated_on(arrays, validation_size, seed):
-    """``(train, evaluated)``: the test split, or a seeded validation split carved from the training digits."""
-    import kdkeras
-
-    if not validation_size:
-        return arrays
-    return kdkeras.validation_split(*arrays[0], size=validation_size, seed=seed)
-
-
 def _time_to_accuracy():
-    """The sibling script module that runs and summarizes the time-to-accuracy comparison."""
+    """The sibling script module, whose report writer both scripts share (``prepend_section``)."""
     import importlib.util
 
     if "time_to_accuracy" not in sys.modules:  # loaded from its file: the scripts folder is no package
@@ -299,98 +240,10 @@ def _time_to_accuracy():
     return sys.modules["time_to_accuracy"]
 
 
-def to_accuracy(args, argv):
-    """The time-to-accuracy mode: writes the JSON and prepends its section to the report."""
-    import tensorflow as tf
-
-    import kdkeras
-    from kdkeras.atomic import write_text
-    from kdkeras.provenance import provenance
-
-    import warnings
-
-    tta = _time_to_accuracy()
-
-    tf.get_logger().setLevel("ERROR")
-    warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
-    arrays = kdkeras.load_mnist_arrays(args.data)
-    cosine = any("+cosine" in n for n in (args.trainers or ()))  # only those trainers read decay_epochs
-    settings = {"target": args.to_accuracy, "pair": args.pair, "max_epochs": args.max_epochs,
-                "teacher_epochs": args.teacher_epochs, "batch_size": args.batch_size,
-                "learning_rate": args.learning_rate, "temperature": args.temperature, "alpha": args.alpha,
-                "steps_per_execution": args.steps_per_execution, "large_batch": args.large_batch,
-                "large_batch_learning_rate": args.large_batch_learning_rate,
-                "inference_batch_size": args.inference_batch_size,
-                "decay_epochs": (args.decay_epochs or args.max_epochs) if cosine else None,
-                "split": "validation" if args.validation_size else "test"}
-    names = tuple(args.trainers or tta.TRAINERS)
-    unknown = [n for n in names if n not in tta.ALL_TRAINERS]
-    if unknown:
-        raise SystemExit(f"benchmark.py: error: unknown trainer(s) {unknown}; choose from {list(tta.ALL_TRAINERS)}")
-    start = time.perf_counter()
-    log = lambda m: print(f"[{(time.perf_counter() - start) / 60:5.1f} min] {m}", flush=True)  # noqa: E731
-    splits = {seed: _evaluated_on(arrays, args.validation_size, seed) for seed in args.seeds}
-    runs = [tta.run_seed(seed, _pair(args.pair), splits[seed], settings, log, names) for seed in args.seeds]
-    command = ["scripts/benchmark.py", *(argv if argv is not None else sys.argv[1:])]
-    if args.validation_size:
-        n_val = len(splits[args.seeds[0]][1][0])
-        data = (f"{args.data}: {len(arrays[0][0]) - n_val:,} training digits, {n_val:,} validation digits carved "
-                "from the training split per seed (test split unused)")
-    else:
-        data = f"{args.data}: {len(arrays[0][0]):,} training digits, {len(arrays[1][0]):,} test digits"
-    record = {"provenance": provenance(command, data=data),
-              "settings": settings, "runs": runs, "summary": tta.summarize(runs, args.to_accuracy)}
-    text = tta.markdown(record)
-    print(text)
-    if args.write:
-        path = args.json or os.path.join(ROOT, "docs", "results", f"time_to_accuracy_{args.pair}.json")
-        write_text(path, json.dumps(record, indent=2) + "\n")
-        _prepend(args.out, text)
-        print(f"Wrote {path} and {args.out}")
-    return 0
-
-
-_INTRO = ("# Benchmarks\n\nWritten by `scripts/benchmark.py` (newest run first). Ratios are measured side "
-          "by side in one run; absolute times depend on the machine. Each run's numbers are also in the JSON "
-          "named in its section, under `docs/results/`.\n\n")
-
-
-def _prepend(path, text):
-    """Puts a new run's section at the top of the report, keeping the earlier ones."""
-    from kdkeras.atomic import write_text
-
-    previous = ""
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            old = f.read()
-        previous = old.split("\n## ", 1)[1] if "\n## " in old else ""
-    write_text(path, _INTRO + text + ("\n## " + previous if previous else ""))
-
-
-def resummarize(paths, argv):
-    """Recomputes each result file's summary from its stored per-epoch records; prints its table."""
-    from kdkeras.atomic import write_text
-
-    tta = _time_to_accuracy()
-    for path in paths:
-        with open(path, encoding="utf-8") as f:
-            record = json.load(f)
-        record["summary"] = tta.summarize(record["runs"], record["settings"]["target"])
-        record["resummarized"] = {"date": datetime.date.today().isoformat(), "command": " ".join(
-            ["python", "scripts/benchmark.py", *(argv if argv is not None else sys.argv[1:])])}
-        write_text(path, json.dumps(record, indent=2) + "\n")
-        print(f"{path}\n\n{tta.markdown(record)}")
-    return 0
-
-
 def main(argv=None):
     args = parse_args(argv)
     if args.child:
         return child(args)
-    if args.resummarize:
-        return resummarize(args.resummarize, argv)
-    if args.to_accuracy is not None:
-        return to_accuracy(args, argv)
     import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")
@@ -427,7 +280,7 @@ def main(argv=None):
                   "epoch_seconds": times, "cache_seconds": cache_seconds, "peak_memory": peaks,
                   "ratios": {target: ratio for target, ratio, _ in checks}}
         write_text(path, json.dumps(record, indent=2) + "\n")
-        _prepend(args.out, text.replace("\n- machine:", f"\n- result file: `{os.path.relpath(path, ROOT)}`"
+        _time_to_accuracy().prepend_section(args.out, text.replace("\n- machine:", f"\n- result file: `{os.path.relpath(path, ROOT)}`"
                                                         "\n- machine:", 1))
         print(f"Wrote {path} and {args.out}")
     return 0 if all(ok for _, _, ok in checks) else 1

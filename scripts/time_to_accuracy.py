@@ -1,11 +1,14 @@
 """Wall-clock time until a distilled student first reaches a test accuracy, trainer against trainer.
 
-Used by ``python scripts/benchmark.py --to-accuracy A --data PATH`` (see its
-help). For every seed one teacher is trained (outside the clock) and one
+    python scripts/time_to_accuracy.py --to-accuracy 0.985 --data ../shared/data/mnist.npz --seeds 0 1 2
+    python scripts/time_to_accuracy.py --resummarize docs/results/time_to_accuracy_mlp.json
+
+For every seed one teacher is trained (outside the clock) and one
 student initialisation is drawn; then every trainer starts from those same
 student weights and sees the same batches:
 
-- ``scratch``: the student alone on hard labels (the reference);
+- ``student alone``: the student on hard labels (the reference; ``scratch`` in result files written
+  before the name was shared with ``scripts/benchmark.py``, which are read either way);
 - ``keras.distillation``: ``keras.distillation.Distiller`` with
   ``LogitsDistillation(loss=keras.losses.KLDivergence())``;
 - ``keras.io example``: the keras.io "Knowledge Distillation" example's
@@ -38,12 +41,17 @@ stopped. The record keeps every epoch's time and accuracy, so the time to any
 accuracy can be read from it afterwards.
 """
 
+import argparse
+import datetime
+import json
+import os
 import statistics
+import sys
 import time
 
 import numpy as np
 
-TRAINERS = ("scratch", "keras.distillation", "keras.io example", "kdkeras online", "kdkeras cached")
+TRAINERS = ("student alone", "keras.distillation", "keras.io example", "kdkeras online", "kdkeras cached")
 LEVERS = ("keras.distillation +batch", "keras.distillation +batch+cosine", "kdkeras cached +spe",
           "kdkeras cached +jit", "kdkeras cached +bf16", "kdkeras cached +batch", "kdkeras cached +spe+jit",
           "kdkeras cached +spe+bf16", "kdkeras cached +spe+batch", "kdkeras cached +spe+batch+cosine", "bare step")
@@ -113,7 +121,7 @@ def make_trainer(name, student, teacher, train, settings):
         rate = keras.optimizers.schedules.CosineDecay(rate, steps)
     adam = keras.optimizers.Adam(rate)
     data = kdkeras.make_dataset(*train, batch, shuffle=True, seed=settings["seed"])
-    if name == "scratch":
+    if name in ("student alone", "scratch"):
         student.compile(optimizer=adam, loss=ce)
         return student, data, 0.0
     if name.startswith("keras.distillation"):
@@ -259,7 +267,7 @@ def summarize(runs, target):
         for run in runs:
             t = run["trainers"][name]
             seconds = [s + (t["setup_seconds"] if i == 0 else 0.0) for i, s in enumerate(t["epoch_seconds"])]
-            scratch = run["trainers"].get("scratch")
+            scratch = run["trainers"].get("student alone") or run["trainers"].get("scratch")
             scratch_best = max(scratch["accuracy"]) if scratch else 2.0  # 2.0: never reached (no scratch run)
             epochs, clock = first_reach(t["accuracy"], seconds, target)
             epochs_best, clock_best = first_reach(t["accuracy"], seconds, scratch_best)
@@ -304,7 +312,8 @@ def markdown(record):
     ran = set(record["runs"][0]["trainers"])
     # A missing value is "not reached", or "—" in a column whose reference trainer did not run.
     fmt = lambda v, spec, missing="not reached": missing if v is None else format(v, spec)  # noqa: E731
-    scratch_missing, bare_missing = ("not reached" if n in ran else "—" for n in ("scratch", "bare step"))
+    scratch_missing, bare_missing = ("not reached" if ran & set(n) else "—"
+                                     for n in (("student alone", "scratch"), ("bare step",)))
     lines = [
         f"## {prov['date'][:10]} — time to {target:g} {split} accuracy, {record['settings']['pair']} pair",
         "",
@@ -339,3 +348,173 @@ def markdown(record):
                   "target times that trainer's median epoch on that seed, plus its setup, so that a stall of the "
                   "shared machine during one epoch does not decide the ratio.", ""]
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- #
+# The command line
+# --------------------------------------------------------------------------- #
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--to-accuracy", type=float, default=None, metavar="A",
+                   help="the accuracy to reach (required unless --resummarize)")
+    p.add_argument("--data", default="sample", help="sample, or an .npz in Keras' layout")
+    p.add_argument("--pair", default="article", choices=("article", "mlp"),
+                   help="article CNN teacher -> article student, or article CNN teacher -> "
+                        "Hinton et al.'s 784-800-800-10 MLP")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--max-epochs", type=int, default=12, help="epochs per trainer at most")
+    p.add_argument("--teacher-epochs", type=int, default=6)
+    p.add_argument("--temperature", type=float, default=4.0)
+    p.add_argument("--alpha", type=float, default=0.1)
+    p.add_argument("--learning-rate", type=float, default=1e-3, help="Adam, constant")
+    p.add_argument("--trainers", nargs="+", default=None, metavar="NAME",
+                   help="the trainers to run (default: the five of the comparison; the levers: "
+                        "'kdkeras cached +spe', '+jit', '+bf16', '+batch', '+spe+jit', '+spe+bf16', '+spe+batch', "
+                        "'+spe+batch+cosine', 'keras.distillation +batch', 'keras.distillation +batch+cosine' and "
+                        "'bare step')")
+    p.add_argument("--steps-per-execution", type=int, default=16, help="for the +spe levers")
+    p.add_argument("--large-batch", type=int, default=256, help="for the +batch levers")
+    p.add_argument("--large-batch-learning-rate", type=float, default=None,
+                   help="Adam's rate for the +batch levers (default: --learning-rate x the "
+                        "square root of the batch ratio)")
+    p.add_argument("--inference-batch-size", type=int, default=1024,
+                   help="digits per teacher call while the cached trainers build their cache")
+    p.add_argument("--decay-epochs", type=int, default=None,
+                   help="the +cosine levers decay the rate to 0 over this many epochs "
+                        "(default: --max-epochs)")
+    p.add_argument("--validation-size", type=float, default=None, metavar="N",
+                   help="evaluate on a seeded, stratified validation split of N training digits "
+                        "(a count, or a fraction < 1) instead of the test split, to choose a setting")
+    p.add_argument("--resummarize", nargs="+", default=None, metavar="JSON",
+                   help="recompute the summary of earlier --to-accuracy result files from their stored epochs "
+                        "(rewrites each file's summary, keeps its runs and provenance) and print their tables")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks.md"), help="markdown report")
+    p.add_argument("--no-write", dest="write", action="store_false", help="print only")
+    p.add_argument("--json", default=None, help="result file (default: docs/results/time_to_accuracy_<pair>.json)")
+    args = p.parse_args(argv)
+    if args.to_accuracy is None and not args.resummarize:
+        p.error("--to-accuracy A is required (or --resummarize JSON...)")
+    if args.decay_epochs is not None and args.decay_epochs < 1:
+        p.error("--decay-epochs must be >= 1")
+    if args.validation_size and args.validation_size >= 1:
+        args.validation_size = int(args.validation_size)  # a count; below 1, a fraction
+    for name in ("batch_size", "inference_batch_size"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    return args
+
+
+def _pair(name):
+    import kdkeras
+
+    if name == "article":
+        return {"teacher": lambda seed: kdkeras.build_teacher(seed=seed),
+                "student": lambda seed: kdkeras.build_student(seed=seed + 1)}
+    return {"teacher": lambda seed: kdkeras.build_teacher(seed=seed),
+            "student": lambda seed: kdkeras.build_mlp((800, 800), seed=seed + 1)}
+
+
+def _evaluated_on(arrays, validation_size, seed):
+    """``(train, evaluated)``: the test split, or a seeded validation split carved from the training digits."""
+    import kdkeras
+
+    if not validation_size:
+        return arrays
+    return kdkeras.validation_split(*arrays[0], size=validation_size, seed=seed)
+
+
+def to_accuracy(args, argv):
+    """The time-to-accuracy mode: writes the JSON and prepends its section to the report."""
+    import tensorflow as tf
+
+    import kdkeras
+    from kdkeras.atomic import write_text
+    from kdkeras.provenance import provenance
+
+    import warnings
+
+    tf.get_logger().setLevel("ERROR")
+    warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
+    arrays = kdkeras.load_mnist_arrays(args.data)
+    cosine = any("+cosine" in n for n in (args.trainers or ()))  # only those trainers read decay_epochs
+    settings = {"target": args.to_accuracy, "pair": args.pair, "max_epochs": args.max_epochs,
+                "teacher_epochs": args.teacher_epochs, "batch_size": args.batch_size,
+                "learning_rate": args.learning_rate, "temperature": args.temperature, "alpha": args.alpha,
+                "steps_per_execution": args.steps_per_execution, "large_batch": args.large_batch,
+                "large_batch_learning_rate": args.large_batch_learning_rate,
+                "inference_batch_size": args.inference_batch_size,
+                "decay_epochs": (args.decay_epochs or args.max_epochs) if cosine else None,
+                "split": "validation" if args.validation_size else "test"}
+    names = tuple(args.trainers or TRAINERS)
+    unknown = [n for n in names if n not in ALL_TRAINERS]
+    if unknown:
+        raise SystemExit(f"time_to_accuracy.py: error: unknown trainer(s) {unknown}; choose from {list(ALL_TRAINERS)}")
+    start = time.perf_counter()
+    log = lambda m: print(f"[{(time.perf_counter() - start) / 60:5.1f} min] {m}", flush=True)  # noqa: E731
+    splits = {seed: _evaluated_on(arrays, args.validation_size, seed) for seed in args.seeds}
+    runs = [run_seed(seed, _pair(args.pair), splits[seed], settings, log, names) for seed in args.seeds]
+    command = ["scripts/time_to_accuracy.py", *(argv if argv is not None else sys.argv[1:])]
+    if args.validation_size:
+        n_val = len(splits[args.seeds[0]][1][0])
+        data = (f"{args.data}: {len(arrays[0][0]) - n_val:,} training digits, {n_val:,} validation digits carved "
+                "from the training split per seed (test split unused)")
+    else:
+        data = f"{args.data}: {len(arrays[0][0]):,} training digits, {len(arrays[1][0]):,} test digits"
+    record = {"provenance": provenance(command, data=data),
+              "settings": settings, "runs": runs, "summary": summarize(runs, args.to_accuracy)}
+    text = markdown(record)
+    print(text)
+    if args.write:
+        path = args.json or os.path.join(ROOT, "docs", "results", f"time_to_accuracy_{args.pair}.json")
+        write_text(path, json.dumps(record, indent=2) + "\n")
+        prepend_section(args.out, text)
+        print(f"Wrote {path} and {args.out}")
+    return 0
+
+
+_INTRO = ("# Benchmarks\n\nWritten by `scripts/benchmark.py` (newest run first). Ratios are measured side "
+          "by side in one run; absolute times depend on the machine. Each run's numbers are also in the JSON "
+          "named in its section, under `docs/results/`.\n\n")
+
+
+def prepend_section(path, text):
+    """Puts a new run's section at the top of the report, keeping the earlier ones."""
+    from kdkeras.atomic import write_text
+
+    previous = ""
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            old = f.read()
+        previous = old.split("\n## ", 1)[1] if "\n## " in old else ""
+    write_text(path, _INTRO + text + ("\n## " + previous if previous else ""))
+
+
+def resummarize(paths, argv):
+    """Recomputes each result file's summary from its stored per-epoch records; prints its table."""
+    from kdkeras.atomic import write_text
+
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            record = json.load(f)
+        record["summary"] = summarize(record["runs"], record["settings"]["target"])
+        record["resummarized"] = {"date": datetime.date.today().isoformat(), "command": " ".join(
+            ["python", "scripts/time_to_accuracy.py", *(argv if argv is not None else sys.argv[1:])])}
+        write_text(path, json.dumps(record, indent=2) + "\n")
+        print(f"{path}\n\n{markdown(record)}")
+    return 0
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.resummarize:
+        return resummarize(args.resummarize, argv)
+    return to_accuracy(args, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -25,10 +25,6 @@ DESCRIPTION = ("Search temperature, alpha, loss and learning rate with KerasTune
                "evaluated on the test split once.")
 
 
-def build_parser():
-    return make_parser("kdkeras tune", DESCRIPTION, configure)
-
-
 def configure(p):
     """Adds ``tune``'s flags to ``p``."""
     add_model_data_flags(p)
@@ -44,6 +40,10 @@ def configure(p):
     p.add_argument("--resume", action="store_true", help="continue the search found in --out")
     p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
                    help="1: KerasTuner's trial summaries; 2: also each trial's epochs")
+
+
+def build_parser():
+    return make_parser("kdkeras tune", DESCRIPTION, configure)
 
 
 def run(args):

@@ -1,4 +1,4 @@
-"""scripts/benchmark.py --to-accuracy end to end on the sample, and how it reads time to accuracy."""
+"""scripts/time_to_accuracy.py end to end on the sample, and how it reads time to accuracy."""
 
 import json
 import os
@@ -28,14 +28,14 @@ def test_first_reach_counts_epochs_and_cumulative_seconds():
 def test_time_to_accuracy_runs_every_trainer_from_the_same_start(tmp_path):
     out, result = tmp_path / "b.md", tmp_path / "b.json"
     proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "scripts", "benchmark.py"), "--to-accuracy", "0.5", "--data", "sample",
+        [sys.executable, os.path.join(ROOT, "scripts", "time_to_accuracy.py"), "--to-accuracy", "0.5", "--data", "sample",
          "--seeds", "0", "--max-epochs", "2", "--teacher-epochs", "1", "--out", str(out), "--json", str(result)],
         capture_output=True, text=True, timeout=600, cwd=tmp_path, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     record = json.loads(result.read_text())
     (run,) = record["runs"]
     trainers = run["trainers"]
-    assert set(trainers) == {"scratch", "keras.distillation", "keras.io example", "kdkeras online",
+    assert set(trainers) == {"student alone", "keras.distillation", "keras.io example", "kdkeras online",
                              "kdkeras cached"}
     for name, t in trainers.items():
         assert len(t["accuracy"]) == len(t["epoch_seconds"]) == 2 and all(s > 0 for s in t["epoch_seconds"])
@@ -151,7 +151,7 @@ def test_the_steady_ratio_takes_each_trainers_median_epoch_so_one_stall_does_not
 
 
 def test_choosing_a_setting_evaluates_on_training_digits_held_out_never_on_the_test_split(sample_arrays):
-    benchmark = load_script("scripts/benchmark.py")
+    benchmark = load_script("scripts/time_to_accuracy.py")
     (x, y), (x_test, y_test) = sample_arrays
     assert benchmark._evaluated_on(sample_arrays, None, 0) is sample_arrays  # reporting: the test split
     (x_fit, y_fit), (x_val, y_val) = benchmark._evaluated_on(sample_arrays, 500, 0)
@@ -223,7 +223,7 @@ def test_cached_trainers_call_the_teacher_in_inference_batches(trained_teacher, 
 
 
 def test_resummarize_recomputes_an_earlier_files_summary_from_its_epochs(tmp_path, capsys):
-    bench = load_script("scripts/benchmark.py")
+    bench = load_script("scripts/time_to_accuracy.py")
     runs = [{"seed": 0, "teacher_accuracy": 0.99, "trainers": {
         "keras.distillation": {"setup_seconds": 0.0, "epoch_seconds": [10.0, 10.0, 10.0],
                                "accuracy": [0.98, 0.99, 0.99]},

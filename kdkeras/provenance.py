@@ -9,8 +9,9 @@ import os
 import platform
 import shlex
 import sys
+import time
 
-__all__ = ["cpu", "machine", "provenance"]
+__all__ = ["Stopwatch", "cpu", "machine", "provenance"]
 
 
 def machine():
@@ -62,3 +63,16 @@ def provenance(argv=None, data=None):
     if data is not None:
         record["data"] = data
     return record
+
+
+class Stopwatch:
+    """Minutes since it was made; ``stamp(message)`` prefixes a message with them, for a long script's log."""
+
+    def __init__(self):
+        self.start = time.perf_counter()
+
+    def minutes(self):
+        return (time.perf_counter() - self.start) / 60
+
+    def stamp(self, message):
+        return f"[{self.minutes():5.1f} min] {message}"

@@ -412,9 +412,11 @@ def main(argv=None):
         write_text(args.md, markdown(record, args.render))
         return record
 
-    start = time.perf_counter()
-    record = run(args, log=lambda m: print(f"[{(time.perf_counter() - start) / 60:5.1f} min] {m}", flush=True))
-    record["total_minutes"] = (time.perf_counter() - start) / 60
+    from kdkeras.provenance import Stopwatch
+
+    watch = Stopwatch()
+    record = run(args, log=lambda m: print(watch.stamp(m), flush=True))
+    record["total_minutes"] = watch.minutes()
     if args.compare_budget:
         record["budget_comparison"] = budget_comparison(record, _load(args.compare_budget), args.compare_budget)
     write_text(args.out, json.dumps(record, indent=2) + "\n")

@@ -126,8 +126,10 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from kdkeras.atomic import write_text
 
-    start = time.perf_counter()
-    record = run(args, log=lambda m: print(f"[{(time.perf_counter() - start) / 60:5.1f} min] {m}", flush=True))
+    from kdkeras.provenance import Stopwatch
+
+    watch = Stopwatch()
+    record = run(args, log=lambda m: print(watch.stamp(m), flush=True))
     write_text(args.out, json.dumps(record, indent=2) + "\n")
     write_text(os.path.splitext(args.out)[0] + ".md", markdown(record))
     print(markdown(record))

@@ -454,8 +454,10 @@ def to_accuracy(args, argv):
     unknown = [n for n in names if n not in ALL_TRAINERS]
     if unknown:
         raise SystemExit(f"time_to_accuracy.py: error: unknown trainer(s) {unknown}; choose from {list(ALL_TRAINERS)}")
-    start = time.perf_counter()
-    log = lambda m: print(f"[{(time.perf_counter() - start) / 60:5.1f} min] {m}", flush=True)  # noqa: E731
+    from kdkeras.provenance import Stopwatch
+
+    watch = Stopwatch()
+    log = lambda m: print(watch.stamp(m), flush=True)  # noqa: E731
     splits = {seed: _evaluated_on(arrays, args.validation_size, seed) for seed in args.seeds}
     runs = [run_seed(seed, _pair(args.pair), splits[seed], settings, log, names) for seed in args.seeds]
     command = ["scripts/time_to_accuracy.py", *(argv if argv is not None else sys.argv[1:])]

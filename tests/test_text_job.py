@@ -157,3 +157,16 @@ def test_help_defaults_are_the_recipes_and_help_needs_no_tensorflow(tmp_path):
     for command in ("train-mnist", "train-text", "distill", "tune"):
         assert command in proc.stdout
     assert "usage: kdkeras train-text" in proc.stdout and proc.stdout.strip().endswith("TF False"), proc.stdout[-500:]
+
+
+def test_the_kdkeras_command_runs_the_mnist_job_as_before(tmp_path):
+    """`kdkeras train-mnist` (and so `python -m kdkeras train-mnist`) is the same job as scripts/train_mnist.py."""
+    from kdkeras.cli import dispatch
+
+    out = tmp_path / "mnist"
+    assert dispatch.main(["train-mnist", "--data", "sample", "--teacher-epochs", "1", "--student-epochs", "1",
+                          "--verbose", "0", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"teacher", "student (distilled)", "student (scratch)"} <= set(metrics["models"])
+    for name in ("teacher.keras", "student.keras", "student_scratch.keras", "report.md", "history.png"):
+        assert (out / name).stat().st_size > 0

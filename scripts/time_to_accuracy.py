@@ -479,7 +479,8 @@ def to_accuracy(args, argv):
     return 0
 
 
-_INTRO = ("# Benchmarks\n\nWritten by `scripts/benchmark.py` (newest run first). Ratios are measured side "
+_INTRO = ("# Benchmarks\n\nWritten by `scripts/benchmark.py` and `scripts/time_to_accuracy.py` (newest run first). "
+          "Ratios are measured side "
           "by side in one run; absolute times depend on the machine. Each run's numbers are also in the JSON "
           "named in its section, under `docs/results/`.\n\n")
 

@@ -25,6 +25,7 @@ __all__ = [
     "check_model",
     "check_same_outputs",
     "check_temperature",
+    "checked_cache_temperature",
     "checked_labels",
     "expected_input_shape",
     "output_dim",
@@ -149,6 +150,26 @@ def checked_labels(y, num_classes, jit_compile=False):
         return tf.identity(y)
 
 
+def checked_cache_temperature(values, cache_temperature, temperature, jit_compile=False):
+    """In-graph check that a teacher cache was made at the training ``temperature``; returns ``values``.
+
+    ``values`` is the cache's structure of tensors (a top-k cache's
+    log-probabilities hold only at the temperature they were made at), and
+    the loss waits for the check (skipped under XLA, as for the labels).
+    """
+    if jit_compile:
+        return values
+    cache_temperature = tf.cast(tf.reshape(cache_temperature, [-1])[:1], tf.float32)
+    same = tf.reduce_all(tf.abs(cache_temperature - temperature) <= 1e-6 * temperature)
+    check = tf.debugging.Assert(same, [
+        f"{TOP_K_TEMPERATURE_TAG}: The top-k teacher cache was made at temperature", cache_temperature,
+        "but the Distiller trains at", temperature,
+        "; its log-probabilities hold only at the cache's temperature: cache again with temperature= the "
+        "training temperature."])
+    with tf.control_dependencies([check]):
+        return tf.nest.map_structure(tf.identity, values)
+
+
 def resolve_student_loss(student_loss_fn):
     """The hard-label loss for ``compile(student_loss_fn=...)``: a Keras loss or callable.
 
@@ -251,17 +272,20 @@ def check_data(student, num_classes, x, y, role, split_inputs):
                 )
 
 
+def _tagged(message, tag):
+    """The text of an in-graph assertion after its ``tag``, on one line, without TensorFlow's node trace."""
+    detail = message[message.index(tag) + len(tag):]
+    return re.sub(r"\s+", " ", detail.split("\n\t [[")[0]).strip(" :")
+
+
 def raise_friendly(error, role):
     """Re-raises a training error as a ``ValueError`` a user can act on, when it is one of ours."""
     message = getattr(error, "message", str(error))
     if LABEL_CHECK_TAG in message:
-        detail = message[message.index(LABEL_CHECK_TAG) + len(LABEL_CHECK_TAG):]
-        detail = re.sub(r"\s+", " ", detail.split("\n\t [[")[0]).strip(" :")
-        raise ValueError(f"Labels in the {role} data are out of range: {detail}. Labels must be integer class "
-                         "indices 0..num_classes-1.") from None
+        raise ValueError(f"Labels in the {role} data are out of range: {_tagged(message, LABEL_CHECK_TAG)}. Labels "
+                         "must be integer class indices 0..num_classes-1.") from None
     if TOP_K_TEMPERATURE_TAG in message:
-        detail = message[message.index(TOP_K_TEMPERATURE_TAG) + len(TOP_K_TEMPERATURE_TAG):]
-        detail = re.sub(r"\s+", " ", detail.split("\n\t [[")[0]).strip(" :")
+        detail = _tagged(message, TOP_K_TEMPERATURE_TAG)
         raise ValueError(detail.replace("] [", " ").replace("\\'", "'").strip("[] ")) from None
     if "Empty logs" in message:
         raise ValueError(f"The {role} data produced no batches (an empty dataset?). {message}") from None

@@ -279,8 +279,7 @@ class Distiller(SoftTargetVariables, keras.Model):
             raise ValueError("On-policy distillation needs the teacher online to score the student's samples; "
                              "train on the plain token dataset, not on cached teacher logits.")
         policy, step = self._on_policy, self.optimizer.iterations
-        weights = language.default_token_weights(x, sample_weight)
-        weights = tf.ones_like(y, tf.float32) if weights is None else tf.cast(weights, tf.float32)
+        weights = language.weights_or_ones(x, y, sample_weight)
 
         def sampled():
             new_x, new_y, new_w = language.sample_continuations(self.student, x, step, policy, self.vocabulary_size)
@@ -315,25 +314,13 @@ class Distiller(SoftTargetVariables, keras.Model):
             )
         elif isinstance(cached_logits, tuple):
             teacher, cache_temperature = cached_logits
-            return tf.nest.map_structure(tf.stop_gradient, self._checked_top_k(teacher, cache_temperature)), {}
+            teacher = checks.checked_cache_temperature(teacher, cache_temperature, self.temperature_variable,
+                                                       self.jit_compile)
+            return tf.nest.map_structure(tf.stop_gradient, teacher), {}
         else:
             logits, features = cached_logits, {}
         features = tf.nest.map_structure(lambda v: tf.stop_gradient(tf.cast(v, tf.float32)), features)
         return tf.stop_gradient(tf.cast(logits, tf.float32)), features
-
-    def _checked_top_k(self, teacher, cache_temperature):
-        """The top-k teacher, after an in-graph check that it was cached at the training temperature."""
-        if self.jit_compile:
-            return teacher
-        cache_temperature = tf.cast(tf.reshape(cache_temperature, [-1])[:1], tf.float32)
-        same = tf.reduce_all(tf.abs(cache_temperature - self.temperature_variable) <= 1e-6 * self.temperature_variable)
-        check = tf.debugging.Assert(same, [
-            f"{checks.TOP_K_TEMPERATURE_TAG}: The top-k teacher cache was made at temperature", cache_temperature,
-            "but the Distiller trains at", self.temperature_variable,
-            "; its log-probabilities hold only at the cache's temperature: cache again with temperature= the "
-            "training temperature."])
-        with tf.control_dependencies([check]):
-            return TopKTeacher(*(tf.identity(v) for v in teacher))
 
     def _forward(self, model, which, x, training):
         """Runs ``model``, capturing the outputs of the layers the terms listed in ``which``."""
@@ -441,7 +428,7 @@ class Distiller(SoftTargetVariables, keras.Model):
                 f"loss={kwargs['loss']!r}. Pass student_loss_fn= (hard labels) and "
                 "distillation_loss_fn= (teacher soft targets) instead."
             )
-        self.student_loss_fn, self.distillation_loss_fn = self._compile_soft_targets(
+        self.student_loss_fn, self.distillation_loss_fn, alpha, temperature = self._compile_soft_targets(
             student_loss_fn, distillation_loss_fn, alpha, temperature)
         self._on_policy = None
         if on_policy_fraction:
@@ -458,8 +445,8 @@ class Distiller(SoftTargetVariables, keras.Model):
         self._distill_compile_args = {
             "student_loss_fn": self.student_loss_fn,
             "distillation_loss_fn": distillation_loss_fn,
-            "alpha": checks.check_alpha(alpha),
-            "temperature": checks.check_temperature(temperature),
+            "alpha": alpha,
+            "temperature": temperature,
             "on_policy_fraction": on_policy_fraction,
             "max_new_tokens": max_new_tokens,
             "sampling_temperature": sampling_temperature,

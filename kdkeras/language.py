@@ -36,6 +36,7 @@ __all__ = [
     "preprocess_strings",
     "sample_continuations",
     "token_ids_and_mask",
+    "weights_or_ones",
 ]
 
 #: KerasHub's key of the token ids in a language model's inputs.
@@ -57,6 +58,12 @@ def default_token_weights(x, sample_weight):
     if isinstance(x, dict) and PADDING_MASK_KEY in x:
         return tf.cast(x[PADDING_MASK_KEY], tf.float32)
     return None
+
+
+def weights_or_ones(x, y, sample_weight):
+    """:func:`default_token_weights` as float32, or ones shaped like the labels ``y`` when the batch has none."""
+    weights = default_token_weights(x, sample_weight)
+    return tf.ones_like(y, tf.float32) if weights is None else tf.cast(weights, tf.float32)
 
 
 def token_ids_and_mask(x):

@@ -107,7 +107,7 @@ class MutualLearning(SoftTargetVariables, keras.Model):
     def compile(self, optimizer="adam", metrics=None, student_loss_fn=None, distillation_loss_fn="kl",
                 alpha=DEFAULT_ALPHA, temperature=DEFAULT_TEMPERATURE, **kwargs):
         """Configures training; the arguments mean what they mean in ``Distiller.compile``."""
-        self.student_loss_fn, self.distillation_loss_fn = self._compile_soft_targets(
+        self.student_loss_fn, self.distillation_loss_fn, alpha, temperature = self._compile_soft_targets(
             student_loss_fn, distillation_loss_fn, alpha, temperature)
         soft = SoftTargetLoss(self.distillation_loss_fn, lambda: self.temperature_variable)
         self._terms = [StudentLoss(self.student_loss_fn, weight=self._hard_weight),

@@ -57,15 +57,17 @@ class SoftTargetVariables:
         return 1.0 - self.alpha_variable
 
     def _compile_soft_targets(self, student_loss_fn, distillation_loss_fn, alpha, temperature):
-        """Checks ``alpha`` and ``temperature`` and resolves both losses; returns ``(student_loss, distillation_loss)``.
+        """Checks and resolves ``compile``'s soft-target arguments.
 
-        Call it at the start of ``compile``, and :meth:`_assign_soft_targets`
-        after ``keras.Model.compile``.
+        Returns ``(student_loss, distillation_loss, alpha, temperature)``, the
+        last two as checked floats. Call it at the start of ``compile``, and
+        :meth:`_assign_soft_targets` with them after ``keras.Model.compile``.
         """
-        checks.check_alpha(alpha)
-        checks.check_temperature(temperature)
-        return checks.resolve_student_loss(student_loss_fn), losses_module.get(distillation_loss_fn)
+        alpha, temperature = checks.check_alpha(alpha), checks.check_temperature(temperature)
+        return (checks.resolve_student_loss(student_loss_fn), losses_module.get(distillation_loss_fn), alpha,
+                temperature)
 
     def _assign_soft_targets(self, alpha, temperature):
-        self.temperature_variable.assign(checks.check_temperature(temperature))
-        self.alpha_variable.assign(checks.check_alpha(alpha))
+        """Sets the variables to ``alpha`` and ``temperature`` as :meth:`_compile_soft_targets` returned them."""
+        self.temperature_variable.assign(temperature)
+        self.alpha_variable.assign(alpha)

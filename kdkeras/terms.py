@@ -260,56 +260,37 @@ def reduce_terms(terms, batch):
     real tokens, change nothing. A batch whose tokens all weigh 0 adds 0.
     """
     if is_token_level(batch.student_logits):
-        return _reduce_tokens(terms, batch)
-    local_n = tf.cast(tf.shape(batch.student_logits)[0], tf.float32)
-    if batch.sample_weight is None:
-        example_weights = tf.ones([tf.shape(batch.student_logits)[0]], tf.float32)
+        weights = token_weights(batch.sample_weight, batch.student_logits)
+        local_n = tf.reduce_sum(weights)  # the real tokens of this replica
+        per_item = _per_token
     else:
-        example_weights = tf.reshape(tf.cast(batch.sample_weight, tf.float32), [-1])
+        n = tf.shape(batch.student_logits)[0]
+        weights = tf.ones([n], tf.float32) if batch.sample_weight is None else tf.reshape(
+            tf.cast(batch.sample_weight, tf.float32), [-1])
+        local_n = tf.cast(n, tf.float32)
+        per_item = _mean_per_example
     global_n = _distribute.global_batch_size(local_n)
-    safe_n = tf.maximum(local_n, 1.0)
     weighted_sum, batch_level, total, means = 0.0, None, 0.0, []
     for term in terms:
         weight, values = term.current_weight(), term(batch)
         if term.per_example:
-            values = _mean_per_example(values)
-            summed = tf.reduce_sum(example_weights * values)
+            summed = tf.reduce_sum(weights * per_item(values))
             weighted_sum += weight * summed
-            mean = summed / safe_n
+            mean = tf.math.divide_no_nan(summed, local_n)  # 0 for a replica without examples or real tokens
         else:
             batch_level = weight * values if batch_level is None else batch_level + weight * values
             mean = values
         total += weight * mean
         means.append(mean)
-    gradient_loss = weighted_sum / global_n
+    gradient_loss = tf.math.divide_no_nan(weighted_sum, global_n)
     if batch_level is not None:
-        gradient_loss += batch_level * (local_n / global_n)
-    return TermValues(gradient_loss, total, means, local_n, example_weights)
+        gradient_loss += batch_level * tf.math.divide_no_nan(local_n, global_n)
+    return TermValues(gradient_loss, total, means, local_n, weights)
 
 
-def _reduce_tokens(terms, batch):
-    """:func:`reduce_terms` for token-level logits: weighted sums over tokens, divided by the global weight sum."""
-    weights = token_weights(batch.sample_weight, batch.student_logits)
-    local_w = tf.reduce_sum(weights)
-    global_w = _distribute.global_batch_size(local_w)
-    weighted_sum, batch_level, total, means = 0.0, None, 0.0, []
-    for term in terms:
-        weight, values = term.current_weight(), term(batch)
-        if term.per_example:
-            if values.shape.rank == 1:  # one value per sequence: it holds for each of its tokens
-                values = values[:, None]
-            summed = tf.reduce_sum(weights * values)
-            weighted_sum += weight * summed
-            mean = tf.math.divide_no_nan(summed, local_w)
-        else:
-            batch_level = weight * values if batch_level is None else batch_level + weight * values
-            mean = values
-        total += weight * mean
-        means.append(mean)
-    gradient_loss = tf.math.divide_no_nan(weighted_sum, global_w)
-    if batch_level is not None:
-        gradient_loss += batch_level * tf.math.divide_no_nan(local_w, global_w)
-    return TermValues(gradient_loss, total, means, local_w, weights)
+def _per_token(values):
+    """A token-level term's values ``[batch, steps]``; one value per sequence holds for each of its tokens."""
+    return values[:, None] if values.shape.rank == 1 else values
 
 
 @contextlib.contextmanager

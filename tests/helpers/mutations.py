@@ -43,8 +43,8 @@ MUTATIONS = {
 
     "token loss divided by this replica's real tokens": (
         "terms.py",
-        "gradient_loss = tf.math.divide_no_nan(weighted_sum, global_w)",
-        "gradient_loss = tf.math.divide_no_nan(weighted_sum, local_w) / tf.distribute.get_replica_context()"
+        "gradient_loss = tf.math.divide_no_nan(weighted_sum, global_n)",
+        "gradient_loss = tf.math.divide_no_nan(weighted_sum, local_n) / tf.distribute.get_replica_context()"
         ".num_replicas_in_sync",
         ["tests/test_language_models.py::test_replicas_with_different_real_token_counts_update_as_one_device"],
     ),
@@ -125,7 +125,8 @@ MUTATIONS = {
         "terms.py",
         "global_n = _distribute.global_batch_size(local_n)",
         "global_n = local_n",
-        ["tests/test_distribute.py::test_two_replica_mirrored_step_matches_one_device"],
+        ["tests/test_distribute.py::test_two_replica_mirrored_step_matches_one_device",
+         "tests/test_language_models.py::test_replicas_with_different_real_token_counts_update_as_one_device"],
     ),
     "KL without the T² factor": (
         "losses.py",

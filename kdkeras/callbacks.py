@@ -309,15 +309,15 @@ class StageProgress(keras.callbacks.Callback):
     the logs have them.
 
     Args:
-        epochs: The stage's last epoch (the bar's end).
-        initial_epoch: Where a resumed stage starts.
+        epochs: The stage's last epoch (the bar's end); a resumed stage's bar
+            starts at the epoch it resumes from.
     """
 
     SHOWN = ("loss", "student_loss", "accuracy", "val_accuracy", "agreement")
 
-    def __init__(self, epochs, initial_epoch=0):
+    def __init__(self, epochs):
         super().__init__()
-        self.epochs, self.initial_epoch = int(epochs), int(initial_epoch)
+        self.epochs = int(epochs)
         self._bar = None
 
     def on_train_begin(self, logs=None):

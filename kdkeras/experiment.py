@@ -41,7 +41,7 @@ from kdkeras.distribute import multiworker_compatible
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RunState", "StageResult", "distil", "train_scratch", "train_teacher"]
+__all__ = ["RunState", "StageResult", "distil", "fit_stage", "train_scratch", "train_teacher"]
 
 #: Stage names, in the order the main job runs them.
 STAGES = ("teacher", "scratch", "distilled")
@@ -243,15 +243,28 @@ def _fit(fit_model, key, elements, recipe, epochs, mixup, validation_data, state
     validation = None
     if validation_data is not None:
         validation = make_dataset(*_labelled(validation_data, recipe), recipe.batch_size).with_options(_data_options())
+    return fit_stage(fit_model, key, data.with_options(_data_options()), epochs, steps, done, state=state,
+                     verbose=verbose, callbacks=callbacks, saved_model=saved_model, validation_data=validation)
+
+
+def fit_stage(fit_model, key, data, epochs, steps_per_epoch, done=0, *, state=None, verbose=2, callbacks=(),
+              saved_model=None, validation_data=None):
+    """Fits one stage on ``data`` (already starting at epoch ``done``) with the jobs' callbacks; returns its history.
+
+    The callbacks: the per-epoch log (continuing the ``done`` epochs before),
+    the stage's backup when a :class:`RunState` is given, the stop on a
+    non-finite loss, ``callbacks``, and with ``verbose=1`` one progress bar
+    for the stage. With a state the finished ``saved_model`` is saved.
+    """
     log = EpochLog(state.epochs_path(key) if state is not None else None, state.previous_epochs(key, done)
                    if state is not None else {})
     # Order matters: the epoch log is written before the backup that vouches for it.
     stage_callbacks = [log, *(state.backup_callbacks(key) if state is not None else []), StopOnNonFinite(),
                        *callbacks]
     if verbose == 1:  # one bar for the whole stage instead of one per epoch
-        stage_callbacks.append(StageProgress(epochs, first_epoch))
-    fit_model.fit(data.with_options(_data_options()), epochs=epochs, steps_per_epoch=steps,
-                  validation_data=validation, verbose=0 if verbose == 1 else verbose, callbacks=stage_callbacks,
+        stage_callbacks.append(StageProgress(epochs))
+    fit_model.fit(data, epochs=epochs, steps_per_epoch=steps_per_epoch, validation_data=validation_data,
+                  verbose=0 if verbose == 1 else verbose, callbacks=stage_callbacks,
                   shuffle=False)  # the datasets order themselves, with their seed
     if state is not None:
         state.finish(key, saved_model, log.history)

@@ -12,7 +12,7 @@ import os
 import keras
 import tensorflow as tf
 
-from kdkeras import language
+from kdkeras import checks, language
 from kdkeras.atomic import atomic_directory
 from kdkeras.data import top_k as top_k_cache
 from kdkeras.data.pipeline import batched_dataset
@@ -190,9 +190,7 @@ def cache_teacher_logits(
 def _cache_top_k(teacher, data, k, batch_size, shuffle, seed, dtype, verbose, directory, shuffle_buffer,
                  inference_batch_size, temperature, vocabulary_size, preprocessor):
     """:func:`cache_teacher_logits` with ``top_k``: a language model's sparse teacher cache."""
-    from kdkeras.losses import check_temperature
-
-    temperature = check_temperature(temperature)
+    temperature = checks.check_temperature(temperature)
     if language.is_string_data(data):
         data = language.preprocess_strings(preprocessor or language.find_preprocessor(teacher), data,
                                            batch_size=inference_batch_size or batch_size)
@@ -204,12 +202,10 @@ def _cache_top_k(teacher, data, k, batch_size, shuffle, seed, dtype, verbose, di
         raise ValueError("inference_batch_size applies to arrays; a dataset is run batch by batch as it comes.")
     if int(data.cardinality()) == 0:
         raise ValueError("The dataset is empty (cardinality 0): nothing to cache.")
-    if batch_size is None:
-        first = keras.utils.unpack_x_y_sample_weight(next(iter(data)))[1]
-        batch_size = int(tf.shape(first)[0])
     if directory is not None:
-        top_k_cache.save_top_k(teacher, data, directory, k, temperature, vocabulary_size, dtype, verbose)
-        return top_k_cache.load_top_k(directory, batch_size, shuffle, seed, shuffle_buffer)
+        first_size = top_k_cache.save_top_k(teacher, data, directory, k, temperature, vocabulary_size, dtype,
+                                            verbose)
+        return top_k_cache.load_top_k(directory, batch_size or first_size, shuffle, seed, shuffle_buffer)
     cache = top_k_cache.teacher_top_k(teacher, data, k, temperature, vocabulary_size, dtype, verbose)
     return cache.dataset(batch_size, shuffle, seed)
 

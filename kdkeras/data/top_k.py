@@ -57,10 +57,12 @@ class TopKCache:
         log_probs, indices, tail_log_mass: ``RaggedTensor`` rows per sequence,
             one entry per real token.
         k, temperature, vocabulary_size: What the cache was made with.
+        batch_size: The size of the first input batch (the default of :meth:`dataset`).
     """
 
-    def __init__(self, elements, log_probs, indices, tail_log_mass, k, temperature, vocabulary_size):
+    def __init__(self, elements, log_probs, indices, tail_log_mass, k, temperature, vocabulary_size, batch_size=None):
         self.elements = elements
+        self.batch_size = batch_size
         self.log_probs, self.indices, self.tail_log_mass = log_probs, indices, tail_log_mass
         self.k, self.temperature, self.vocabulary_size = k, temperature, vocabulary_size
 
@@ -79,8 +81,12 @@ class TopKCache:
     def bytes_per_token(self):
         return self.nbytes / max(self.tokens, 1)
 
-    def dataset(self, batch_size, shuffle=True, seed=None):
-        """Batches in the top-k format, reshuffled every epoch (indices shuffled, one gather per batch)."""
+    def dataset(self, batch_size=None, shuffle=True, seed=None):
+        """Batches in the top-k format, reshuffled every epoch (indices shuffled, one gather per batch).
+
+        ``batch_size`` defaults to that of the input's first batch.
+        """
+        batch_size = batch_size or self.batch_size
         n = int(self.elements[1].shape[0])
         index = tf.data.Dataset.range(n)
         if shuffle:
@@ -110,11 +116,6 @@ def _dense_batch(x, y, w, log_probs, indices, tail, temperature):
     return dense, y, w
 
 
-def _weights_of(x, y, w):
-    weights = language.default_token_weights(x, w)
-    return tf.ones(tf.shape(y), tf.float32) if weights is None else tf.cast(weights, tf.float32)
-
-
 def _top_k_rows(teacher, data, k, temperature, vocabulary_size, dtype, verbose):
     """Yields ``((x, y, weights), log_probs, indices, tail)`` per input batch, the last three ragged per sequence."""
     if dtype not in ("float16", "float32"):
@@ -136,7 +137,7 @@ def _top_k_rows(teacher, data, k, temperature, vocabulary_size, dtype, verbose):
     index_dtype = tf.uint16 if _vocab(teacher, vocabulary_size) <= 65536 else tf.int32
     for step, batch in enumerate(data):
         x, y, w = keras.utils.unpack_x_y_sample_weight(batch)
-        weights = _weights_of(x, y, w)
+        weights = language.weights_or_ones(x, y, w)
         values, indices, tail = forward(x)
         real = weights > 0
         lengths = tf.reduce_sum(tf.cast(real, tf.int64), axis=1)
@@ -180,7 +181,8 @@ def teacher_top_k(teacher, data, k, temperature=1.0, vocabulary_size=None, dtype
     elements = tf.nest.map_structure(lambda *p: tf.concat(p, 0), *[p[0] for p in parts])
     ragged = [tf.concat([p[i] for p in parts], 0) for i in (1, 2, 3)]
     cache = TopKCache(elements, *ragged, k=k, temperature=float(temperature),
-                      vocabulary_size=_vocab(teacher, vocabulary_size))
+                      vocabulary_size=_vocab(teacher, vocabulary_size),
+                      batch_size=int(parts[0][0][1].shape[0]))
     logger.info("Cached the teacher's top %d tokens for %d real tokens (%.0f bytes a token).",
                 k, cache.tokens, cache.bytes_per_token)
     return cache
@@ -190,6 +192,7 @@ def save_top_k(teacher, data, directory, k, temperature=1.0, vocabulary_size=Non
     """Like :func:`teacher_top_k`, but written batch by batch to a new or empty directory (atomically).
 
     For corpora whose cache does not fit in memory; read it with :func:`load_top_k`.
+    Returns the size of the first input batch.
     """
     directory = os.fspath(directory)
     if os.path.exists(directory) and (not os.path.isdir(directory) or os.listdir(directory)):
@@ -216,6 +219,7 @@ def save_top_k(teacher, data, directory, k, temperature=1.0, vocabulary_size=Non
         with open(os.path.join(tmp, "kdkeras_top_k.txt"), "w") as f:
             f.write(f"{k} {float(temperature)!r}\n")
     logger.info("Cached the teacher's top %d tokens on disk in %s.", k, directory)
+    return int(first[0][1].shape[0])
 
 
 def load_top_k(directory, batch_size, shuffle=True, seed=None, shuffle_buffer=10_000):

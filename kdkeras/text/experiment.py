@@ -32,10 +32,9 @@ import numpy as np
 import tensorflow as tf
 
 from kdkeras import evaluation
-from kdkeras.callbacks import StageProgress, StopOnNonFinite
 from kdkeras.data import top_k as top_k_cache
 from kdkeras.distiller import Distiller
-from kdkeras.experiment import EpochLog, StageResult
+from kdkeras.experiment import StageResult, fit_stage
 from kdkeras.text.corpus import CharVocabulary, split_corpus
 from kdkeras.text.models import build_gpt, generate
 from kdkeras.text.windows import windows
@@ -176,18 +175,8 @@ def _fit(model, key, n, seed_offset, gather, steps, recipe, state, verbose, call
     order = training_order(n, epochs * per_epoch, recipe, seed_offset)
     first = min(done, epochs - 1)
     data = _batches(order, first * per_epoch, recipe, gather)
-    log = EpochLog(state.epochs_path(key) if state is not None else None,
-                   state.previous_epochs(key, done) if state is not None else {})
-    stage_callbacks = [log, *(state.backup_callbacks(key) if state is not None else []), StopOnNonFinite(),
-                       *callbacks]
-    if verbose == 1:  # one bar for the whole stage instead of one per epoch
-        stage_callbacks.append(StageProgress(epochs, first))
-    model.fit(data, epochs=epochs, steps_per_epoch=per_epoch, verbose=0 if verbose == 1 else verbose,
-              callbacks=stage_callbacks,
-              shuffle=False)
-    if state is not None:
-        state.finish(key, saved_model, log.history)
-    return log.history
+    return fit_stage(model, key, data, epochs, per_epoch, done, state=state, verbose=verbose, callbacks=callbacks,
+                     saved_model=saved_model)
 
 
 def _gather(windows_xy):

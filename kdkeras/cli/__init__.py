@@ -13,9 +13,10 @@ answers at once. The MNIST job's entry point and helpers are also importable
 from this package (``kdkeras.cli.main`` runs the MNIST job).
 """
 
-from kdkeras.cli.common import EXIT_USAGE, TrainingFailed, UserError, quiet_native_stderr
-from kdkeras.cli.train_mnist import (_check_args, build_parser, check_distillation_args, load_teachers,  # noqa: F401
-                                     main, make_strategy, recipe_from_args, run, tensorboard_callbacks)
+from kdkeras.cli.common import (EXIT_USAGE, TrainingFailed, UserError, check_distillation_args, quiet_native_stderr,
+                                tensorboard_callbacks)
+from kdkeras.cli.train_mnist import (_check_args, build_parser, load_teachers, main, make_strategy,  # noqa: F401
+                                     recipe_from_args, run)
 
 __all__ = ["EXIT_USAGE", "TrainingFailed", "UserError", "build_parser", "check_distillation_args", "load_teachers",
            "main", "make_strategy", "quiet_native_stderr", "recipe_from_args", "run", "tensorboard_callbacks"]

@@ -43,11 +43,16 @@ def default_out(command):
     return os.path.join("runs", command, datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
 
 
+def refuse_a_file(path, flag="--out"):
+    """A ``UserError`` when the output path names an existing file (checked before anything is made)."""
+    if path is not None and os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"{flag} {path!r} is a file, not a folder: give a new or existing folder.")
+
+
 def check_out(path, flag="--out"):
     """Makes the output folder (refusing a path that is a file, or one that cannot be written); returns
     whether the folder is new, so that a run that fails before training can remove it (:func:`remove_if_new`)."""
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise UserError(f"{flag} {path!r} is a file, not a folder: give a new or existing folder.")
+    refuse_a_file(path, flag)
     new = not os.path.exists(path)
     try:
         os.makedirs(path, exist_ok=True)
@@ -63,6 +68,48 @@ def remove_if_new(path, new):
     """Removes a run folder that this run created and left empty of results."""
     if new and os.path.isdir(path):
         shutil.rmtree(path, ignore_errors=True)
+
+
+def check_tensorboard(args):
+    """``--tensorboard`` needs the tensorboard package (an extra): a ``UserError`` before any training."""
+    if args.tensorboard:
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None:
+            raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard "
+                            '(or pip install "kdkeras[tensorboard]").')
+
+
+def check_distillation_args(args):
+    """``--loss``, ``--temperature``, ``--alpha`` and ``--tensorboard`` (every command that distils); returns the loss function."""
+    import kdkeras
+
+    try:
+        kdkeras.checks.check_temperature(args.temperature)
+        kdkeras.checks.check_alpha(args.alpha)
+        loss = kdkeras.losses.get(args.loss)
+    except (ValueError, TypeError) as e:
+        raise UserError(str(e)) from None
+    check_tensorboard(args)
+    return loss
+
+
+def tensorboard_callbacks(args, key, recipe=None):
+    """Keras' TensorBoard callback for one stage (none without --tensorboard).
+
+    For the distilled student a constant DistillationSchedule puts the
+    temperature and alpha into the epoch logs, so TensorBoard shows them too.
+    """
+    if not args.tensorboard:
+        return ()
+    import keras
+
+    from kdkeras.callbacks import DistillationSchedule
+
+    board = keras.callbacks.TensorBoard(log_dir=os.path.join(args.tensorboard, key), write_graph=False)
+    if recipe is None:
+        return (board,)
+    return (DistillationSchedule(temperature=recipe.temperature, alpha=recipe.alpha), board)
 
 
 def import_tensorflow_quietly(*modules):

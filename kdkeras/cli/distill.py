@@ -12,9 +12,8 @@ import datetime
 import json
 import os
 
-from kdkeras.cli.common import make_parser
+from kdkeras.cli.common import make_parser, tensorboard_callbacks
 from kdkeras.cli.own_data import DEFAULTS, add_model_data_flags, prepare
-from kdkeras.cli.train_mnist import tensorboard_callbacks
 
 HELP = "distil your own trained teacher into a student on your data"
 

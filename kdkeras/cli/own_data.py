@@ -7,8 +7,8 @@ the data ``sample``, an ``.npz``, a folder of class folders, or
 grey/RGB). Every mistake in the inputs is a :class:`UserError` (one line, exit 2).
 """
 
-from kdkeras.cli.common import UserError
-from kdkeras.cli.train_mnist import check_distillation_args, load_teachers
+from kdkeras.cli.common import UserError, check_distillation_args
+from kdkeras.cli.train_mnist import load_teachers
 from kdkeras.recipe import Recipe
 
 DEFAULTS = Recipe(student_steps=6300, shift=0.0, rotation=0.0, temperature=4.0, alpha=0.1)

@@ -16,8 +16,8 @@ import sys
 import tempfile
 import time
 
-from kdkeras.cli.common import (EXIT_USAGE, TrainingFailed, UserError, check_out, default_out, make_parser,
-                                import_tensorflow_quietly, remove_if_new)
+from kdkeras.cli.common import (EXIT_USAGE, TrainingFailed, UserError, check_distillation_args, check_out, default_out,
+                                import_tensorflow_quietly, make_parser, remove_if_new, tensorboard_callbacks)
 from kdkeras.recipe import Recipe
 
 _DEFAULTS = Recipe()
@@ -124,25 +124,6 @@ def recipe_from_args(args):
     except ValueError as e:
         field = str(e).split(" ", 1)[0]
         raise UserError(f"--{field.replace('_', '-')} {str(e).split(' ', 1)[1]}") from None
-
-
-def check_distillation_args(args):
-    """``--loss``, ``--temperature``, ``--alpha`` and ``--tensorboard`` (both commands); returns the loss function."""
-    import kdkeras
-
-    try:
-        kdkeras.losses.check_temperature(args.temperature)
-        kdkeras.losses.check_alpha(args.alpha)
-        loss = kdkeras.losses.get(args.loss)
-    except (ValueError, TypeError) as e:
-        raise UserError(str(e)) from None
-    if args.tensorboard:
-        import importlib.util
-
-        if importlib.util.find_spec("tensorboard") is None:
-            raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard "
-                            '(or pip install "kdkeras[tensorboard]").')
-    return loss
 
 
 def _check_args(args):
@@ -262,24 +243,6 @@ def _run(args, recipe, strategy, out_dir, is_chief):
     models = {"teacher": teacher, "student (distilled)": student, "student (scratch)": scratch}
     args.seconds["training"] = time.perf_counter() - start
     return _write_outputs(args, recipe, models, test, data_label, out_dir, is_chief)
-
-
-def tensorboard_callbacks(args, key, recipe=None):
-    """Keras' TensorBoard callback for one stage (none without --tensorboard).
-
-    For the distilled student a constant DistillationSchedule puts the
-    temperature and alpha into the epoch logs, so TensorBoard shows them too.
-    """
-    if not args.tensorboard:
-        return ()
-    import keras
-
-    from kdkeras.callbacks import DistillationSchedule
-
-    board = keras.callbacks.TensorBoard(log_dir=os.path.join(args.tensorboard, key), write_graph=False)
-    if recipe is None:
-        return (board,)
-    return (DistillationSchedule(temperature=recipe.temperature, alpha=recipe.alpha), board)
 
 
 def _load_data(args):

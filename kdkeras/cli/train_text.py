@@ -17,8 +17,9 @@ import os
 import sys
 import time
 
-from kdkeras.cli.common import (EXIT_USAGE, TrainingFailed, UserError, check_out, default_out, make_parser,
-                                import_tensorflow_quietly, remove_if_new)
+from kdkeras.cli.common import (EXIT_USAGE, TrainingFailed, UserError, check_distillation_args, check_out, default_out,
+                                import_tensorflow_quietly, make_parser, refuse_a_file, remove_if_new,
+                                tensorboard_callbacks)
 
 DESCRIPTION = __doc__.split("\n\n")[0]
 
@@ -117,13 +118,7 @@ def _check_args(args):
                         "or sample.")
     if args.teacher is not None and not os.path.isfile(args.teacher):
         raise UserError(f"--teacher {args.teacher!r} is not a file.")
-    if args.out is not None and os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise UserError(f"--out {args.out!r} is a file, not a folder: give a new or existing folder.")
-    if args.tensorboard:
-        import importlib.util
-
-        if importlib.util.find_spec("tensorboard") is None:
-            raise UserError('--tensorboard needs the tensorboard package: pip install "kdkeras[tensorboard]".')
+    refuse_a_file(args.out)
     args.out = args.out or default_out("text")
 
 
@@ -131,16 +126,10 @@ def _load_inputs(args):
     """The recipe, the split corpus's windows and the loaded teacher (or None), all checked before training."""
     import keras
 
-    import kdkeras
     from kdkeras import text
     from kdkeras.text import experiment
 
-    try:
-        kdkeras.losses.check_temperature(args.temperature)
-        kdkeras.losses.check_alpha(args.alpha)
-        kdkeras.losses.get(args.loss)
-    except (ValueError, TypeError) as e:
-        raise UserError(str(e)) from None
+    check_distillation_args(args)
     recipe = experiment.TextRecipe(
         context=args.context, batch_size=args.batch_size, teacher_steps=args.teacher_steps,
         student_steps=args.student_steps, temperature=args.temperature, alpha=args.alpha, loss=args.loss,
@@ -200,7 +189,7 @@ def run(args, recipe, data, teacher=None):
         print(f"Teacher: {recipe.teacher_layers} x {recipe.teacher_width}, {recipe.teacher_steps} steps")
         teacher_run = timed("teacher", lambda: experiment.train_language_model(
             "teacher", experiment.teacher_model(data, recipe), data.train, recipe.teacher_steps, recipe,
-            callbacks=_tensorboard(args, "teacher"), **stage))
+            callbacks=tensorboard_callbacks(args, "teacher"), **stage))
         teacher, teacher_history = teacher_run.model, teacher_run.history
     else:
         print(f"Teacher: {args.teacher} (reused)")
@@ -208,12 +197,12 @@ def run(args, recipe, data, teacher=None):
     print(f"Scratch student: {recipe.student_layers} x {recipe.student_width}, {recipe.student_steps} steps")
     scratch = timed("scratch", lambda: experiment.train_language_model(
         "scratch", experiment.student_model(data, recipe), data.student_train, recipe.student_steps, recipe,
-        callbacks=_tensorboard(args, "scratch"), **stage))
+        callbacks=tensorboard_callbacks(args, "scratch"), **stage))
     print(f"Distilled student: loss={recipe.loss}, T={recipe.temperature:g}, alpha={recipe.alpha:g}"
           + (f", on-policy {recipe.on_policy_fraction:g}" if recipe.on_policy_fraction else ""))
     distilled = timed("distilled", lambda: experiment.distil(
         experiment.student_model(data, recipe), teacher, data.student_train, recipe,
-        callbacks=_tensorboard(args, "distilled"), **stage))
+        callbacks=tensorboard_callbacks(args, "distilled"), **stage))
     models = {"teacher": teacher, "student (distilled)": distilled.model, "student (scratch)": scratch.model}
     metrics = {}
     for name, model in models.items():
@@ -244,14 +233,6 @@ def run(args, recipe, data, teacher=None):
 
 def _percent(share):
     return "— (the scratch student matches the teacher)" if share is None else f"{share:.1%}"
-
-
-def _tensorboard(args, key):
-    if not args.tensorboard:
-        return []
-    import keras
-
-    return [keras.callbacks.TensorBoard(os.path.join(args.tensorboard, key))]
 
 
 def _table(metrics):

@@ -28,6 +28,7 @@ import tensorflow as tf
 
 __all__ = [
     "OnPolicy",
+    "byte_level_gpt2_tokenizer",
     "PADDING_MASK_KEY",
     "TOKEN_IDS_KEY",
     "default_token_weights",
@@ -184,6 +185,24 @@ def on_policy_coin(step, policy):
     """Whether training batch ``step`` is on-policy: a stateless draw below ``policy.fraction``."""
     seed = tf.stack([tf.constant(policy.seed, tf.int64), tf.cast(step, tf.int64)])
     return tf.random.stateless_uniform([], seed) < policy.fraction
+
+
+def byte_level_gpt2_tokenizer():
+    """A KerasHub ``GPT2Tokenizer`` whose ids are the bytes of the text (0-255), then ``<|endoftext|>`` (256).
+
+    A byte vocabulary needs no download: tiny GPT-2 models from configs can
+    be distilled offline on any text. One merge (``"Ġ t"``, id 257) is
+    included because the tokenizer needs at least one. Requires keras-hub
+    (``pip install "kdkeras[text]"``).
+    """
+    import keras_hub
+    from keras_hub.src.tokenizers.byte_pair_tokenizer import bytes_to_unicode
+
+    byte_values, characters = bytes_to_unicode()
+    vocabulary = {c: i for i, (_, c) in enumerate(sorted(zip(byte_values, characters)))}
+    vocabulary["<|endoftext|>"] = len(vocabulary)
+    vocabulary["Ġt"] = len(vocabulary)
+    return keras_hub.models.GPT2Tokenizer(vocabulary=vocabulary, merges=["Ġ t"])
 
 
 # ---------------------------------------------------------------------- #

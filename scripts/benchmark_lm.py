@@ -46,16 +46,6 @@ def parse_args(argv=None):
     return args
 
 
-def byte_tokenizer(keras_hub):
-    from keras_hub.src.tokenizers.byte_pair_tokenizer import bytes_to_unicode
-
-    byte_values, characters = bytes_to_unicode()
-    vocabulary = {c: i for i, (_, c) in enumerate(sorted(zip(byte_values, characters)))}
-    vocabulary["<|endoftext|>"] = len(vocabulary)
-    vocabulary["Ġt"] = len(vocabulary)
-    return keras_hub.models.GPT2Tokenizer(vocabulary=vocabulary, merges=["Ġ t"])
-
-
 def main(argv=None):
     args = parse_args(argv)
     import keras
@@ -66,7 +56,7 @@ def main(argv=None):
     import kdkeras
 
     keras.utils.set_random_seed(args.seed)
-    tokenizer = byte_tokenizer(keras_hub)
+    tokenizer = kdkeras.language.byte_level_gpt2_tokenizer()
     vocab = tokenizer.vocabulary_size()
     preprocessor = keras_hub.models.GPT2CausalLMPreprocessor(tokenizer=tokenizer,
                                                              sequence_length=args.sequence_length)

@@ -24,17 +24,6 @@ TEXT = [
 ]
 
 
-def byte_tokenizer():
-    """GPT-2's byte-level BPE with no merges but one: token id = byte value, then <|endoftext|>."""
-    from keras_hub.src.tokenizers.byte_pair_tokenizer import bytes_to_unicode
-
-    byte_values, characters = bytes_to_unicode()
-    vocabulary = {c: i for i, (_, c) in enumerate(sorted(zip(byte_values, characters)))}
-    vocabulary["<|endoftext|>"] = len(vocabulary)
-    vocabulary["Ġt"] = len(vocabulary)  # the tokenizer needs at least one merge
-    return keras_hub.models.GPT2Tokenizer(vocabulary=vocabulary, merges=["Ġ t"])
-
-
 def gpt2(vocabulary_size, layers, hidden, preprocessor=None, seed=0):
     keras.utils.set_random_seed(seed)
     backbone = keras_hub.models.GPT2Backbone(vocabulary_size=vocabulary_size, num_layers=layers, num_heads=2,
@@ -49,7 +38,8 @@ def log_softmax(z):
 
 
 def test_a_causal_lm_pair_distils_on_raw_strings_and_on_tokens_with_padded_vocabularies():
-    tokenizer = byte_tokenizer()
+    tokenizer = kdkeras.language.byte_level_gpt2_tokenizer()
+    assert np.asarray(tokenizer("hé!")).tolist() == list("hé!".encode("utf-8"))  # ids are the bytes
     real_vocab = tokenizer.vocabulary_size()
     preprocessor = keras_hub.models.GPT2CausalLMPreprocessor(tokenizer=tokenizer, sequence_length=48)
     teacher = gpt2(320, 2, 32, seed=1)  # the teacher's embedding padded to a multiple of 64
@@ -79,7 +69,7 @@ def test_a_causal_lm_pair_distils_on_raw_strings_and_on_tokens_with_padded_vocab
 
 
 def test_raw_strings_without_a_preprocessor_are_refused():
-    tokenizer = byte_tokenizer()
+    tokenizer = kdkeras.language.byte_level_gpt2_tokenizer()
     d = kdkeras.Distiller(gpt2(tokenizer.vocabulary_size(), 1, 16), gpt2(tokenizer.vocabulary_size(), 1, 16))
     d.compile()
     with pytest.raises(ValueError, match="raw strings, but neither the Distiller nor its student or teacher has a "

@@ -170,3 +170,20 @@ def test_the_kdkeras_command_runs_the_mnist_job_as_before(tmp_path):
     assert {"teacher", "student (distilled)", "student (scratch)"} <= set(metrics["models"])
     for name in ("teacher.keras", "student.keras", "student_scratch.keras", "report.md", "history.png"):
         assert (out / name).stat().st_size > 0
+
+
+def test_the_distilled_student_trains_alike_from_the_cached_and_the_online_teacher(tmp_path):
+    """With top_k >= the vocabulary the cache holds the whole distribution: both paths give the same weights."""
+    recipe = experiment.TextRecipe(context=16, batch_size=8, student_steps=20, epoch_steps=10, student_layers=1,
+                                   student_width=16, teacher_layers=1, teacher_width=16, top_k=1000)
+    data = experiment.prepare(text.load_corpus(str(_plays_file(tmp_path))), recipe)
+    teacher = experiment.teacher_model(data, recipe)
+    cached = experiment.distil(experiment.student_model(data, recipe), teacher, data.student_train,
+                               dataclasses.replace(recipe, cache_min_passes=0.0), verbose=0).model
+    online = experiment.distil(experiment.student_model(data, recipe), teacher, data.student_train,
+                               dataclasses.replace(recipe, top_k=0), verbose=0).model
+    gaps = [float(np.abs(a - b).max()) for a, b in zip(cached.get_weights(), online.get_weights())]
+    assert max(gaps) < 1e-3, gaps
+    moved = [float(np.abs(a - b).max()) for a, b in zip(cached.get_weights(),
+                                                         experiment.student_model(data, recipe).get_weights())]
+    assert max(moved) > 1e-3  # training happened, so equal weights say something

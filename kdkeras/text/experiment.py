@@ -223,7 +223,6 @@ def distil(student, teacher, train, recipe, *, state=None, verbose=2, callbacks=
                       on_policy_seed=recipe.seed)
     n = len(train[0])
     passes = steps * recipe.batch_size / n
-    gather = _gather(train)
     if recipe.top_k and not recipe.on_policy_fraction and passes >= recipe.cache_min_passes:
         k = min(recipe.top_k, int(teacher.outputs[0].shape[-1]))
         windows_ds = tf.data.Dataset.from_tensor_slices(train).batch(256)
@@ -231,6 +230,8 @@ def distil(student, teacher, train, recipe, *, state=None, verbose=2, callbacks=
         logger.info("Distilling from the teacher's top %d (%.0f bytes a token): %.1f passes over %d windows.",
                     k, cache.bytes_per_token, passes, n)
         gather = cache.batch
+    else:
+        gather = _gather(train)
     history = _fit(distiller, key, n, 0, gather, steps, recipe, state, verbose, callbacks, student)
     return StageResult(student, history)
 

@@ -19,6 +19,7 @@ from kdkeras import checks
 from kdkeras import distribute as _distribute
 from kdkeras import language
 from kdkeras import losses as losses_module
+from kdkeras import token_chunks
 from kdkeras.losses import TopKTeacher
 from kdkeras.soft_targets import SoftTargetVariables
 from kdkeras.teachers import as_teacher
@@ -176,6 +177,9 @@ class Distiller(SoftTargetVariables, keras.Model):
         self.vocabulary_size = checks.check_same_outputs(teacher, student, vocabulary_size)
         self.preprocessor = preprocessor
         self._on_policy = None
+        self._heads = {}
+        self._chunk_setting = token_chunks.AUTO
+        self._path_logged = False
         self.student = student
         self.teacher = teacher
         self.teacher.trainable = False
@@ -254,14 +258,36 @@ class Distiller(SoftTargetVariables, keras.Model):
         """
         if self.distillation_loss_fn is None:
             raise RuntimeError("Call Distiller.compile() before fit(), evaluate() or test_step().")
-        student_logits = self._vocabulary(tf.cast(batch.student_logits, tf.float32))
-        teacher_logits = batch.teacher_logits
+        student_logits, teacher_logits = batch.student_logits, batch.teacher_logits
+        vocabulary = self.vocabulary_size or student_logits.shape[-1]
+        chunk = token_chunks.chunk_size_for(self._chunk_setting, vocabulary) if is_token_level(student_logits) \
+            else None
+        if chunk is not None or isinstance(student_logits, token_chunks.HeadLogits):
+            self._log_token_path(chunk)
+            if not isinstance(teacher_logits, TopKTeacher):
+                checks.check_logit_shapes(_vocabulary_shape(teacher_logits, vocabulary),
+                                          _vocabulary_shape(student_logits, vocabulary))
+            labels = checks.checked_labels(batch.labels, vocabulary, self.jit_compile)
+            return token_chunks.reduce_token_terms(self._terms, batch._replace(labels=labels), chunk or (1 << 30),
+                                                   self.vocabulary_size)
+        student_logits = self._vocabulary(tf.cast(student_logits, tf.float32))
         if not isinstance(teacher_logits, TopKTeacher):
             teacher_logits = self._vocabulary(teacher_logits)
             checks.check_logit_shapes(teacher_logits, student_logits)
         labels = checks.checked_labels(batch.labels, tf.shape(student_logits)[-1], self.jit_compile)
         return reduce_terms(self._terms, batch._replace(labels=labels, student_logits=student_logits,
                                                         teacher_logits=teacher_logits))
+
+    def _log_token_path(self, chunk):
+        """Says once which path computes the token-level losses."""
+        if self._path_logged:
+            return
+        self._path_logged = True
+        fused = [role for role in ("student", "teacher") if f"{role}_layers" in self._heads]
+        logger.info("kdkeras: token-level losses over chunks of %s tokens; %s.",
+                    chunk if chunk is not None else "all the",
+                    f"fused LM head for the {' and '.join(fused)} (no full logits)" if fused
+                    else "full logits of both models (no fused LM head)")
 
     def _vocabulary(self, logits):
         """The first ``vocabulary_size`` logits (all of them when it is not set)."""
@@ -320,16 +346,29 @@ class Distiller(SoftTargetVariables, keras.Model):
         else:
             logits, features = cached_logits, {}
         features = tf.nest.map_structure(lambda v: tf.stop_gradient(tf.cast(v, tf.float32)), features)
+        if isinstance(logits, token_chunks.HeadLogits):
+            return logits._replace(hidden=tf.stop_gradient(logits.hidden)), features
         return tf.stop_gradient(tf.cast(logits, tf.float32)), features
 
     def _forward(self, model, which, x, training):
-        """Runs ``model``, capturing the outputs of the layers the terms listed in ``which``."""
+        """Runs ``model``, capturing the outputs of the layers the terms listed in ``which``.
+
+        With a fused LM head (:mod:`kdkeras.token_chunks`) the "logits" are a
+        :class:`kdkeras.token_chunks.HeadLogits`: the hidden states and the head.
+        """
+        head = self._heads.get(which)
+
+        def run():
+            if head is None:
+                return model(x, training=training)
+            return token_chunks.HeadLogits(head.body(x, training=training), head.head, head.vocabulary)
+
         layers = {(term.name, key): layer for term in self.loss_terms
                   for key, layer in getattr(term, which).items()}
         if not layers:
-            return model(x, training=training), {}
+            return run(), {}
         with capture_outputs(layers) as captured:
-            logits = model(x, training=training)
+            logits = run()
         features = {}
         for (name, key), value in captured.items():
             features.setdefault(name, {})[key] = value
@@ -346,12 +385,23 @@ class Distiller(SoftTargetVariables, keras.Model):
         self._loss_tracker.update_state(total, sample_weight=losses.local_n)
         for tracker, mean in zip(self._term_metric_list, losses.means):
             tracker.update_state(mean, sample_weight=losses.local_n)
-        agree = tf.cast(tf.equal(tf.argmax(batch.student_logits, axis=-1, output_type=tf.int32),
-                                 _teacher_top1(batch.teacher_logits)), tf.float32)
+        if losses.student_top1 is not None:  # computed over chunks of tokens
+            agree = tf.cast(tf.equal(losses.student_top1, losses.teacher_top1), tf.float32)
+        else:
+            agree = tf.cast(tf.equal(tf.argmax(batch.student_logits, axis=-1, output_type=tf.int32),
+                                     _teacher_top1(batch.teacher_logits)), tf.float32)
         self.agreement_tracker.update_state(agree, sample_weight=losses.example_weights)
 
     def _step_logs(self, x, y, student_logits, sample_weight):
         # Scalars cannot be reduced across workers by Keras 3.15 (see kdkeras.distribute).
+        if isinstance(student_logits, token_chunks.HeadLogits):  # fused head: no full logits, metrics per chunk
+            if self._compile_metrics is not None:
+                vocabulary = self.vocabulary_size or student_logits.vocabulary
+                token_chunks.update_metrics_by_chunks(
+                    self._compile_metrics, y, student_logits, sample_weight,
+                    token_chunks.chunk_size_for(self._chunk_setting or token_chunks.AUTO, vocabulary),
+                    self.vocabulary_size)
+            return _distribute.reducible_logs(self.get_metrics_result())
         logits = self._vocabulary(student_logits)
         return _distribute.reducible_logs(self.compute_metrics(x, y, logits, sample_weight))
 
@@ -385,6 +435,8 @@ class Distiller(SoftTargetVariables, keras.Model):
         max_new_tokens=None,
         sampling_temperature=1.0,
         on_policy_seed=0,
+        token_chunk_size=token_chunks.AUTO,
+        fused_head=True,
         **kwargs,
     ):
         """Configures the distiller for training.
@@ -417,6 +469,18 @@ class Distiller(SoftTargetVariables, keras.Model):
             on_policy_seed: Seed of the on-policy draws; together with the
                 optimizer's step it fixes them, so a resumed run samples the
                 same sequences.
+            token_chunk_size: Language models: the token-level terms are
+                computed over chunks of this many tokens, recomputed in the
+                backward pass, so a step never holds several ``[tokens, V]``
+                float32 copies (:mod:`kdkeras.token_chunks`). ``"auto"``
+                (default) chooses about ``2**24 / V`` tokens; ``None`` turns
+                chunking off. Values and gradients are the same either way.
+            fused_head: Language models: for a KerasHub ``CausalLM`` (or a
+                model that defines ``distillation_head()``) run the backbone
+                to hidden states and form the logits chunk by chunk inside the
+                loss, so no full logits tensor of that model exists during
+                the step (default ``True``; ``False`` calls the models as they
+                are). One log line says which path ran.
             **kwargs: Other ``keras.Model.compile`` arguments (``jit_compile``,
                 ``steps_per_execution``, ``run_eagerly``, ``weighted_metrics``,
                 ``auto_scale_loss``). ``loss`` is not accepted: use
@@ -430,6 +494,16 @@ class Distiller(SoftTargetVariables, keras.Model):
             )
         self.student_loss_fn, self.distillation_loss_fn, alpha, temperature = self._compile_soft_targets(
             student_loss_fn, distillation_loss_fn, alpha, temperature)
+        self._chunk_setting = token_chunks.check_chunk_setting(token_chunk_size)
+        if not isinstance(fused_head, bool):
+            raise ValueError(f"fused_head must be True or False; received {fused_head!r}.")
+        self._heads = {}
+        if fused_head:
+            for which, model in (("student_layers", self.student), ("teacher_layers", self.teacher)):
+                head = token_chunks.head_of(model)
+                if head is not None:
+                    self._heads[which] = head
+        self._path_logged = False
         self._on_policy = None
         if on_policy_fraction:
             if max_new_tokens is None:
@@ -451,6 +525,8 @@ class Distiller(SoftTargetVariables, keras.Model):
             "max_new_tokens": max_new_tokens,
             "sampling_temperature": sampling_temperature,
             "on_policy_seed": on_policy_seed,
+            "token_chunk_size": token_chunk_size,
+            "fused_head": fused_head,
         }
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
         self._assign_soft_targets(alpha, temperature)
@@ -505,7 +581,7 @@ class Distiller(SoftTargetVariables, keras.Model):
         config["student_loss_fn"] = keras.saving.serialize_keras_object(args["student_loss_fn"])
         config["distillation_loss_fn"] = dist if isinstance(dist, str) else keras.saving.serialize_keras_object(dist)
         for key in ("alpha", "temperature", "on_policy_fraction", "max_new_tokens", "sampling_temperature",
-                    "on_policy_seed"):
+                    "on_policy_seed", "token_chunk_size", "fused_head"):
             config[key] = args[key]
         return config
 
@@ -613,6 +689,13 @@ def _bind(method, model, *args, **kwargs):
     bound.setdefault("x", None)
     bound.setdefault("y", None)
     return bound
+
+
+def _vocabulary_shape(logits, vocabulary):
+    """A static ``tf.TensorShape`` of ``logits`` with the last axis cut to the compared vocabulary."""
+    shape = logits.shape
+    last = shape[-1] if shape[-1] is None else min(shape[-1], vocabulary)
+    return tf.TensorSpec(shape[:-1].concatenate([last]))
 
 
 def _teacher_top1(teacher_logits):

@@ -91,6 +91,9 @@ class TermValues(NamedTuple):
             local sum of the token weights (the number of real tokens).
         example_weights: The per-example weights used (ones without sample
             weights); for token-level logits the ``[batch, steps]`` token weights.
+        student_top1, teacher_top1: Both models' top-1 tokens when the terms
+            were computed over chunks of tokens (:mod:`kdkeras.token_chunks`),
+            else ``None``.
     """
 
     gradient_loss: object
@@ -98,6 +101,8 @@ class TermValues(NamedTuple):
     means: list
     local_n: object
     example_weights: object
+    student_top1: object = None
+    teacher_top1: object = None
 
 
 class LossTerm:
@@ -123,6 +128,11 @@ class LossTerm:
     """
 
     per_example = True
+    #: Whether a token's value depends on that token's row of logits only, so that
+    #: the term can be computed over chunks of tokens (:mod:`kdkeras.token_chunks`).
+    #: A chunkable term gets a batch of one chunk: ``[1, chunk]`` labels and weights,
+    #: ``[1, chunk, V]`` float32 logits, no features; it returns ``[1, chunk]`` values.
+    chunkable = False
 
     def __init__(self, name, weight=1.0):
         if not isinstance(name, str) or not name:
@@ -166,12 +176,14 @@ def _mean_per_example(values):
 
 
 class StudentLoss(LossTerm):
-    """The hard-label loss of the student's logits (``T = 1``), per example.
+    """The hard-label loss of the student's logits (``T = 1``), per example (chunkable).
 
     Args:
         loss_fn: A ``keras.losses.Loss`` or ``f(y_true, y_pred)`` on logits.
         name, weight: As in :class:`LossTerm`.
     """
+
+    chunkable = True
 
     def __init__(self, loss_fn, name="student_loss", weight=1.0):
         super().__init__(name, weight)
@@ -191,7 +203,7 @@ class StudentLoss(LossTerm):
 
 
 class SoftTargetLoss(LossTerm):
-    """A response-based distillation loss between teacher and student logits, per example.
+    """A response-based distillation loss between teacher and student logits, per example (chunkable).
 
     Calls ``loss_fn(teacher_logits, student_logits, temperature)`` (see
     :mod:`kdkeras.losses`), adding ``labels=`` for losses that take them (DKD).
@@ -201,6 +213,8 @@ class SoftTargetLoss(LossTerm):
         temperature: A number, variable, or function of no arguments.
         name, weight: As in :class:`LossTerm`.
     """
+
+    chunkable = True
 
     def __init__(self, loss_fn, temperature, name="distillation_loss", weight=1.0):
         super().__init__(name, weight)
@@ -227,7 +241,7 @@ def token_weights(sample_weight, logits):
     steps; a ``[batch, steps]`` weight is used as it is. Any other shape is
     refused with a ``ValueError`` naming both shapes (at trace time).
     """
-    steps_shape = tf.shape(logits)[:-1]
+    steps_shape = tf.shape(getattr(logits, "hidden", logits))[:-1]  # logits, or a fused head's hidden states
     if sample_weight is None:
         return tf.ones(steps_shape, tf.float32)
     weights = tf.cast(sample_weight, tf.float32)
@@ -243,7 +257,7 @@ def token_weights(sample_weight, logits):
     return weights
 
 
-def reduce_terms(terms, batch):
+def reduce_terms(terms, batch, precomputed=None):
     """Evaluates and weighs ``terms`` on one local batch; returns :class:`TermValues`.
 
     Per-example terms are weighted by the sample weights and summed; their
@@ -258,7 +272,11 @@ def reduce_terms(terms, batch):
     loss is ``sum(w * value) / sum(w)`` with the weight sum taken over the
     *global* batch, so padding, and replicas that hold different numbers of
     real tokens, change nothing. A batch whose tokens all weigh 0 adds 0.
+
+    ``precomputed`` maps a term's index to its values computed elsewhere (over
+    chunks of tokens); those terms are not called.
     """
+    precomputed = precomputed or {}
     if is_token_level(batch.student_logits):
         weights = token_weights(batch.sample_weight, batch.student_logits)
         local_n = tf.reduce_sum(weights)  # the real tokens of this replica
@@ -271,8 +289,9 @@ def reduce_terms(terms, batch):
         per_item = _mean_per_example
     global_n = _distribute.global_batch_size(local_n)
     weighted_sum, batch_level, total, means = 0.0, None, 0.0, []
-    for term in terms:
-        weight, values = term.current_weight(), term(batch)
+    for index, term in enumerate(terms):
+        weight = term.current_weight()
+        values = precomputed[index] if index in precomputed else term(batch)
         if term.per_example:
             summed = tf.reduce_sum(weights * per_item(values))
             weighted_sum += weight * summed

@@ -1,0 +1,383 @@
+"""Token-level loss terms over chunks of tokens, and the fused language-model head.
+
+At a real vocabulary (32 k to 262 k tokens) a language model's logits are the
+largest tensors of a distillation step: ``[tokens, V]`` float32 is 0.6 GB for
+1,024 tokens at ``V = 151,936``, and every ``log_softmax``, mixture or
+difference of a loss is another such copy, kept for the backward pass. Here
+every chunkable term (the hard-label loss, every distillation loss, the top-k
+path, your own :class:`kdkeras.terms.LossTerm` with ``chunkable = True``) is
+computed over chunks of ``chunk_size`` tokens inside one
+``tf.custom_gradient``: the forward pass keeps only each chunk's per-token
+values, and the backward pass recomputes each chunk under a tape. A step then
+holds the logits themselves, their gradient and one chunk's temporaries.
+
+**Fused head.** A model whose logits are ``head(body(x))`` (a KerasHub
+``CausalLM``: the backbone, then the token embedding with ``reverse=True``)
+can hand the Distiller its hidden states instead of its logits
+(:class:`HeadLogits`); the logits are then formed chunk by chunk from the
+hidden states inside the loss, so no full ``[tokens, V]`` logits tensor of
+that model exists during the step. Gradients reach the hidden states and the
+head's weights (the tied embedding, or a separate head). A plain Keras model
+gets the fused path by defining ``distillation_head()`` (see
+:func:`head_of`).
+
+Values and gradients equal the unchunked computation up to float rounding
+(each token's terms are computed from its own row of logits).
+
+This module is core: TensorFlow and Keras only; keras-hub is never imported
+(a KerasHub model is recognised by its attributes).
+"""
+
+import logging
+from typing import NamedTuple
+
+import tensorflow as tf
+
+from kdkeras.losses import TopKTeacher
+from kdkeras.terms import DistillationBatch, reduce_terms, token_weights
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "AUTO",
+    "ChunkedTerms",
+    "HeadLogits",
+    "LMHead",
+    "chunk_size_for",
+    "chunked_terms",
+    "head_of",
+    "reduce_token_terms",
+    "update_metrics_by_chunks",
+]
+
+#: ``token_chunk_size="auto"``: chunks of about this many logits (``tokens * V``), 64 MiB in float32.
+AUTO = "auto"
+_AUTO_ELEMENTS = 2 ** 24
+_MIN_CHUNK = 8
+
+
+def chunk_size_for(setting, vocabulary):
+    """The chunk size in tokens for ``token_chunk_size=setting`` at ``vocabulary`` logits per token (None: off).
+
+    ``"auto"`` gives ``2**24 // vocabulary`` tokens (at least 8): 110 tokens at
+    ``V = 151,936``, 65,027 at ``V = 258``, where one chunk holds any usual batch.
+    """
+    if setting is None or setting is False:
+        return None
+    if setting == AUTO:
+        return max(_MIN_CHUNK, _AUTO_ELEMENTS // max(int(vocabulary or 1), 1))
+    return int(setting)
+
+
+def check_chunk_setting(value):
+    """``token_chunk_size`` must be ``"auto"``, ``None`` (off) or a positive integer; returns it."""
+    ok = value is None or value == AUTO or (isinstance(value, int) and not isinstance(value, bool) and value > 0)
+    if not ok:
+        raise ValueError(f"token_chunk_size must be 'auto', None (no chunks) or a positive integer (tokens per "
+                         f"chunk); received {value!r}.")
+    return value
+
+
+class LMHead(NamedTuple):
+    """How a language model's logits are formed: ``logits = head(body(x))``.
+
+    Attributes:
+        body: Callable ``body(x, training=...) -> hidden [batch, steps, d]``
+            (a KerasHub backbone).
+        head: Callable ``head(hidden) -> logits [..., V]`` applied to any
+            leading shape (a ``Dense`` layer, or the token embedding with
+            ``reverse=True``); its trainable weights get their gradients.
+        vocabulary: ``V``, the head's number of outputs.
+    """
+
+    body: object
+    head: object
+    vocabulary: int
+
+
+class HeadLogits(NamedTuple):
+    """Logits not yet formed: a model's hidden states and its head (see :class:`LMHead`).
+
+    It stands in for ``[batch, steps, V]`` logits in a
+    :class:`kdkeras.terms.DistillationBatch`; :func:`chunked_terms` forms them
+    per chunk. ``shape`` is the logits' static shape.
+    """
+
+    hidden: object
+    head: object
+    vocabulary: int
+
+    @property
+    def shape(self):
+        return self.hidden.shape[:-1].concatenate([self.vocabulary])
+
+    @property
+    def dtype(self):
+        return tf.float32
+
+    def materialize(self):
+        """The full logits (what the fused path avoids; for terms that are not chunkable)."""
+        return self.head(self.hidden)
+
+
+def head_of(model):
+    """The :class:`LMHead` of ``model``, or ``None`` when its logits cannot be fused into the loss.
+
+    - A model with a ``distillation_head()`` method: what it returns, a
+      ``(body, head)`` pair. A plain Keras language model that ends in a
+      ``Dense`` head can define it as ``return (keras.Model(inputs,
+      hidden), dense_layer)``.
+    - A KerasHub ``CausalLM`` (a ``backbone`` whose ``token_embedding`` is a
+      ``ReversibleEmbedding``, the task's output being that embedding with
+      ``reverse=True``): the backbone and the reversed embedding (tied or a
+      separate ``reverse_embeddings`` kernel, any logit soft cap included).
+    """
+    custom = getattr(model, "distillation_head", None)
+    if callable(custom):
+        body, head = custom()
+        return LMHead(body, head, _vocabulary_of(model))
+    backbone = getattr(model, "backbone", None)
+    embedding = getattr(backbone, "token_embedding", None)
+    if embedding is None or not hasattr(embedding, "tie_weights") or not callable(getattr(model, "call_with_cache",
+                                                                                             None)):
+        return None
+    if _output_layer(model) is not embedding:
+        return None
+
+    def reverse(hidden):
+        return embedding(hidden, reverse=True)
+
+    return LMHead(backbone, reverse, int(embedding.input_dim))
+
+
+def _output_layer(model):
+    """The layer that produced a functional model's single output (None when unknown)."""
+    try:
+        history = model.outputs[0]._keras_history
+    except (AttributeError, IndexError, TypeError):
+        return None
+    return history.operation if hasattr(history, "operation") else history[0]
+
+
+def _vocabulary_of(model):
+    shape = getattr(model, "output_shape", None)
+    if shape is None or shape[-1] is None:
+        raise ValueError(f"{model.name!r} defines distillation_head() but its output shape does not give the "
+                         "vocabulary size (the last axis of its logits).")
+    return int(shape[-1])
+
+
+class ChunkedTerms(NamedTuple):
+    """What :func:`chunked_terms` returns.
+
+    Attributes:
+        values: Each term's per-token values, ``[batch, steps]`` float32, in
+            the order given (gradients flow to the student).
+        student_top1: The student's most likely token, ``[batch, steps]`` int32.
+        teacher_top1: The teacher's, likewise.
+    """
+
+    values: list
+    student_top1: object
+    teacher_top1: object
+
+
+def chunked_terms(terms, batch, chunk_size, vocabulary_size=None):
+    """Evaluates per-token ``terms`` on a token-level ``batch`` over chunks of ``chunk_size`` tokens.
+
+    Args:
+        terms: :class:`kdkeras.terms.LossTerm` instances whose values for a
+            token depend on that token's row of logits only (chunkable).
+        batch: A :class:`kdkeras.terms.DistillationBatch` whose
+            ``student_logits`` are ``[batch, steps, V]`` logits or a
+            :class:`HeadLogits`, and ``teacher_logits`` logits, a
+            :class:`HeadLogits` or a :class:`kdkeras.losses.TopKTeacher`
+            (no gradient flows to the teacher).
+        chunk_size: Tokens per chunk.
+        vocabulary_size: Compare the first ``vocabulary_size`` logits only.
+
+    Returns:
+        :class:`ChunkedTerms`. The backward pass recomputes each chunk, so only
+        one chunk's temporaries exist at a time; the head's weights (fused
+        path) get their gradients summed over the chunks.
+    """
+    student, teacher = batch.student_logits, batch.teacher_logits
+    source = student.hidden if isinstance(student, HeadLogits) else student
+    steps_shape = tf.shape(source)[:-1]
+    n = tf.reduce_prod(steps_shape)
+    flat_student = tf.reshape(source, tf.concat([[n], tf.shape(source)[-1:]], 0))
+    flat_teacher = tf.nest.map_structure(lambda t: _flat(t, n), _teacher_parts(teacher))
+    labels = tf.reshape(batch.labels, [n])
+    weights = None if batch.sample_weight is None else tf.reshape(token_weights(batch.sample_weight, student), [n])
+    count = len(terms)
+
+    def chunk_values(s_chunk, start, size):
+        """``[size, count + 2]``: the terms' values, then both top-1 ids (as float32) of one chunk."""
+        z_s = _logits(student, s_chunk, vocabulary_size)
+        t_parts = tf.nest.map_structure(lambda t: tf.slice(t, _begin(start, t), _size(size, t)), flat_teacher)
+        z_t = _teacher_chunk(teacher, t_parts, vocabulary_size)
+        piece = DistillationBatch(
+            labels=tf.slice(labels, [start], [size])[None],
+            sample_weight=None if weights is None else tf.slice(weights, [start], [size])[None],
+            teacher_logits=tf.nest.map_structure(lambda t: t[None], z_t), student_logits=z_s[None],
+            hard_label_weight=batch.hard_label_weight)
+        columns = [tf.reshape(term(piece), [size]) for term in terms]
+        top1 = [tf.argmax(z_s, -1, output_type=tf.int32), _top1(z_t)]
+        # Token ids below 2**24 are exact in float32: the top-1 ids ride along as two more columns.
+        columns += [tf.stop_gradient(tf.cast(t, tf.float32)) for t in top1]
+        return tf.stack(columns, axis=1)
+
+    @tf.custom_gradient
+    def run(s):
+        def forward(start, size, acc):
+            return (chunk_values(tf.slice(s, _begin(start, s), _size(size, s)), start, size),), acc
+
+        (values,), _ = _over_chunks(n, chunk_size, forward, [(tf.float32, [count + 2])])
+
+        def grad(upstream, variables=None):
+            variables = list(variables or [])
+
+            def backward(start, size, acc):
+                s_chunk = tf.slice(s, _begin(start, s), _size(size, s))
+                with tf.GradientTape() as tape:
+                    tape.watch(s_chunk)
+                    v = chunk_values(s_chunk, start, size)[:, :count]
+                up = tf.slice(upstream, [start, 0], [size, count])
+                grads = tape.gradient(v, [s_chunk] + variables, output_gradients=up,
+                                      unconnected_gradients=tf.UnconnectedGradients.ZERO)
+                acc = tuple(a + tf.convert_to_tensor(g) for a, g in zip(acc, grads[1:]))
+                return (tf.cast(grads[0], s.dtype),), acc
+
+            zeros = tuple(tf.zeros_like(v) for v in variables)
+            (d_s,), d_vars = _over_chunks(n, chunk_size, backward, [(s.dtype, s.shape[1:])], zeros)
+            return (d_s, list(d_vars)) if variables else d_s
+
+        return values, grad
+
+    out = run(flat_student)
+    split = [tf.reshape(out[:, i], steps_shape) for i in range(count + 2)]
+    top1 = [tf.cast(v, tf.int32) for v in split[count:]]
+    return ChunkedTerms(split[:count], top1[0], top1[1])
+
+
+def reduce_token_terms(terms, batch, chunk_size, vocabulary_size=None):
+    """:func:`kdkeras.terms.reduce_terms` for token-level logits, the chunkable terms over chunks of tokens.
+
+    Terms that are not chunkable get the full float32 logits (formed from the
+    hidden states when the batch carries a :class:`HeadLogits`). The result's
+    ``student_top1``/``teacher_top1`` are set.
+    """
+    chunkable = {i: term for i, term in enumerate(terms) if getattr(term, "chunkable", False)}
+    result = chunked_terms(list(chunkable.values()), batch, chunk_size, vocabulary_size)
+    if len(chunkable) < len(terms):
+        batch = batch._replace(student_logits=full_logits(batch.student_logits, vocabulary_size),
+                               teacher_logits=full_logits(batch.teacher_logits, vocabulary_size))
+    values = reduce_terms(terms, batch, dict(zip(chunkable, result.values)))
+    return values._replace(student_top1=result.student_top1, teacher_top1=result.teacher_top1)
+
+
+def full_logits(logits, vocabulary_size=None):
+    """Float32 logits (first ``vocabulary_size``) of a tensor or a :class:`HeadLogits`; a top-k teacher as it is."""
+    if isinstance(logits, TopKTeacher):
+        return logits
+    if isinstance(logits, HeadLogits):
+        logits = logits.materialize()
+    return _sliced(tf.cast(logits, tf.float32), vocabulary_size)
+
+
+def update_metrics_by_chunks(metrics, labels, student, sample_weight, chunk_size, vocabulary_size=None):
+    """Updates compiled metrics from a :class:`HeadLogits` student, chunk by chunk (no full logits).
+
+    ``metrics`` is Keras' compiled-metrics object; its ``update_state`` is
+    called once per chunk, which for means over tokens (accuracy,
+    cross-entropy) gives the same result as one call on all tokens.
+    """
+    steps_shape = tf.shape(student.hidden)[:-1]
+    n = tf.reduce_prod(steps_shape)
+    hidden = tf.stop_gradient(_flat(student.hidden, n))
+    labels = tf.reshape(labels, [n])
+    weights = tf.reshape(token_weights(sample_weight, student), [n])
+
+    def update(start, size, acc):
+        z = _logits(student, tf.slice(hidden, _begin(start, hidden), _size(size, hidden)), vocabulary_size)
+        metrics.update_state(tf.slice(labels, [start], [size])[None], z[None],
+                             tf.slice(weights, [start], [size])[None])
+        return (), acc
+
+    _over_chunks(n, chunk_size, update, [])
+
+
+# ---------------------------------------------------------------------- #
+# Helpers
+# ---------------------------------------------------------------------- #
+def _over_chunks(n, chunk, fn, specs, acc=()):
+    """Runs ``fn(start, size, acc) -> (outputs, acc)`` over ``[0, n)`` in chunks, one at a time.
+
+    ``chunk`` is a Python int: the full chunks run in a ``tf.while_loop``
+    (``parallel_iterations=1``, so one chunk's temporaries exist at a time)
+    with static sizes, and the remainder (possibly empty) once after it; this
+    keeps every slice size a compile-time constant under XLA. ``specs`` are
+    ``(dtype, trailing shape)`` of the outputs, which are concatenated in order.
+    """
+    full = n // chunk
+    arrays = [tf.TensorArray(dtype, size=full, element_shape=[chunk, *tail]) for dtype, tail in specs]
+
+    def body(i, acc, arrays):
+        outputs, acc = fn(i * chunk, chunk, acc)
+        return i + 1, acc, [a.write(i, o) for a, o in zip(arrays, outputs)]
+
+    _, acc, arrays = tf.while_loop(lambda i, *_: i < full, body, (tf.constant(0), acc, arrays),
+                                   parallel_iterations=1)
+    rest, acc = fn(full * chunk, n - full * chunk, acc)
+    outputs = []
+    for array, last, (_, tail) in zip(arrays, rest, specs):
+        stacked = tf.reshape(array.stack(), [full * chunk, *tail])
+        outputs.append(tf.concat([stacked, last], axis=0))
+    return outputs, acc
+
+
+def _flat(t, n):
+    """``t`` with its two leading (batch, steps) axes merged into ``n`` rows."""
+    return tf.reshape(t, tf.concat([[n], tf.shape(t)[2:]], 0))
+
+
+def _begin(start, t):
+    return tf.concat([[start], tf.zeros([tf.rank(t) - 1], tf.int32)], 0) if t.shape.rank is None else \
+        [start] + [0] * (t.shape.rank - 1)
+
+
+def _size(size, t):
+    return [size] + [-1] * (t.shape.rank - 1)
+
+
+def _teacher_parts(teacher):
+    """The tensors of a teacher (logits, a top-k cache or hidden states) that are cut into chunks."""
+    if isinstance(teacher, HeadLogits):
+        return teacher.hidden
+    if isinstance(teacher, TopKTeacher):
+        return tuple(teacher)
+    return teacher
+
+
+def _teacher_chunk(teacher, parts, vocabulary_size):
+    if isinstance(teacher, HeadLogits):
+        return tf.stop_gradient(_logits(teacher, parts, vocabulary_size))
+    if isinstance(teacher, TopKTeacher):
+        return TopKTeacher(*parts)
+    return _sliced(tf.cast(parts, tf.float32), vocabulary_size)
+
+
+def _logits(source, chunk, vocabulary_size):
+    """One chunk's float32 logits: the chunk itself, or the head applied to hidden states."""
+    z = source.head(chunk) if isinstance(source, HeadLogits) else chunk
+    return _sliced(tf.cast(z, tf.float32), vocabulary_size)
+
+
+def _sliced(z, vocabulary_size):
+    return z if vocabulary_size is None else z[..., :vocabulary_size]
+
+
+def _top1(teacher_chunk):
+    if isinstance(teacher_chunk, TopKTeacher):
+        return tf.cast(teacher_chunk.indices[..., 0], tf.int32)
+    return tf.argmax(teacher_chunk, axis=-1, output_type=tf.int32)

@@ -124,8 +124,11 @@ def head_of(model):
     """The :class:`LMHead` of ``model``, or ``None`` when its logits cannot be fused into the loss.
 
     - A model with a ``distillation_head()`` method: what it returns, a
-      ``(body, head)`` pair. A plain Keras language model that ends in a
-      ``Dense`` head can define it as ``return (keras.Model(inputs,
+      ``(body, head)`` or ``(body, head, vocabulary_size)`` tuple, where
+      ``body(x, training=...)`` gives the hidden states and ``head(hidden)``
+      the logits, so that ``model(x) == head(body(x))``. A plain Keras
+      language model that ends in a ``Dense`` head returns, say,
+      ``(self.body, self.head)``; a functional one ``(keras.Model(inputs,
       hidden), dense_layer)``.
     - A KerasHub ``CausalLM`` (a ``backbone`` whose ``token_embedding`` is a
       ``ReversibleEmbedding``, the task's output being that embedding with
@@ -134,8 +137,11 @@ def head_of(model):
     """
     custom = getattr(model, "distillation_head", None)
     if callable(custom):
-        body, head = custom()
-        return LMHead(body, head, _vocabulary_of(model))
+        parts = tuple(custom())
+        if len(parts) == 3:
+            return LMHead(*parts[:2], int(parts[2]))
+        body, head = parts
+        return LMHead(body, head, _vocabulary_of(model, head))
     backbone = getattr(model, "backbone", None)
     embedding = getattr(backbone, "token_embedding", None)
     if embedding is None or not hasattr(embedding, "tie_weights") or not callable(getattr(model, "call_with_cache",
@@ -159,12 +165,17 @@ def _output_layer(model):
     return history.operation if hasattr(history, "operation") else history[0]
 
 
-def _vocabulary_of(model):
-    shape = getattr(model, "output_shape", None)
-    if shape is None or shape[-1] is None:
-        raise ValueError(f"{model.name!r} defines distillation_head() but its output shape does not give the "
-                         "vocabulary size (the last axis of its logits).")
-    return int(shape[-1])
+def _vocabulary_of(model, head):
+    """``V``: the model's static output size, else the head's ``units`` (a ``Dense``)."""
+    try:
+        outputs = model.outputs
+    except (AttributeError, ValueError):
+        outputs = None
+    vocabulary = outputs[0].shape[-1] if outputs and len(outputs) == 1 else getattr(head, "units", None)
+    if vocabulary is None:
+        raise ValueError(f"{model.name!r} defines distillation_head(), but neither its outputs nor the head give "
+                         "the vocabulary size: return (body, head, vocabulary_size).")
+    return int(vocabulary)
 
 
 class ChunkedTerms(NamedTuple):

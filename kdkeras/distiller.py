@@ -435,6 +435,7 @@ class Distiller(SoftTargetVariables, keras.Model):
         max_new_tokens=None,
         sampling_temperature=1.0,
         on_policy_seed=0,
+        end_token_id="auto",
         token_chunk_size=token_chunks.AUTO,
         fused_head=True,
         **kwargs,
@@ -468,7 +469,13 @@ class Distiller(SoftTargetVariables, keras.Model):
             sampling_temperature: The student's sampling temperature.
             on_policy_seed: Seed of the on-policy draws; together with the
                 optimizer's step it fixes them, so a resumed run samples the
-                same sequences.
+                same sequences. KerasHub ``CausalLM`` students sample on their
+                KV cache (:mod:`kdkeras.sampling`), others by full passes.
+            end_token_id: On-policy sampling stops per sequence at this token
+                (its position keeps its weight, later ones weigh 0).
+                ``"auto"`` (default): the tokenizer's ``end_token_id`` of the
+                preprocessor (the Distiller's, else the student's or the
+                teacher's), else none; ``None``: never stop early.
             token_chunk_size: Language models: the token-level terms are
                 computed over chunks of this many tokens, recomputed in the
                 backward pass, so a step never holds several ``[tokens, V]``
@@ -509,8 +516,9 @@ class Distiller(SoftTargetVariables, keras.Model):
             if max_new_tokens is None:
                 raise ValueError(f"on_policy_fraction={on_policy_fraction!r} needs max_new_tokens= (the number of "
                                  "tokens the student generates after each prompt).")
+            end, pad = self._special_tokens(end_token_id)
             self._on_policy = language.OnPolicy(on_policy_fraction, max_new_tokens, sampling_temperature,
-                                                on_policy_seed)
+                                                on_policy_seed, end, pad)
         self._terms = [
             StudentLoss(self.student_loss_fn, weight=self._hard_weight),
             SoftTargetLoss(self.distillation_loss_fn, lambda: self.temperature_variable, weight=self._soft_weight),
@@ -525,11 +533,21 @@ class Distiller(SoftTargetVariables, keras.Model):
             "max_new_tokens": max_new_tokens,
             "sampling_temperature": sampling_temperature,
             "on_policy_seed": on_policy_seed,
+            "end_token_id": end_token_id,
             "token_chunk_size": token_chunk_size,
             "fused_head": fused_head,
         }
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
         self._assign_soft_targets(alpha, temperature)
+
+    def _special_tokens(self, end_token_id):
+        """``(end token id or None, pad token id)`` for on-policy sampling (``"auto"``: the tokenizer's)."""
+        preprocessor = self.preprocessor or language.find_preprocessor(self.student, self.teacher)
+        tokenizer = getattr(preprocessor, "tokenizer", None)
+        if isinstance(end_token_id, str) and end_token_id == "auto":
+            end_token_id = getattr(tokenizer, "end_token_id", None)
+        pad = getattr(tokenizer, "pad_token_id", None)
+        return end_token_id, int(pad) if pad is not None else 0
 
     # ------------------------------------------------------------------ #
     # Serialization
@@ -581,7 +599,7 @@ class Distiller(SoftTargetVariables, keras.Model):
         config["student_loss_fn"] = keras.saving.serialize_keras_object(args["student_loss_fn"])
         config["distillation_loss_fn"] = dist if isinstance(dist, str) else keras.saving.serialize_keras_object(dist)
         for key in ("alpha", "temperature", "on_policy_fraction", "max_new_tokens", "sampling_temperature",
-                    "on_policy_seed", "token_chunk_size", "fused_head"):
+                    "on_policy_seed", "end_token_id", "token_chunk_size", "fused_head"):
             config[key] = args[key]
         return config
 

@@ -12,16 +12,15 @@ work as inputs as well.
 
 - :func:`default_token_weights`: the per-token weights a batch carries, the
   ``padding_mask`` of dict inputs when no ``sample_weight`` is given.
-- :class:`OnPolicy` and :func:`sample_continuations`: the student continues
-  each sequence's prompt by sampling (GKD, MiniLLM); the loss then covers the
-  generated tokens only.
+- :class:`OnPolicy` and :func:`sample_continuations` (defined in
+  :mod:`kdkeras.sampling`): the student continues each sequence's prompt by
+  sampling (GKD, MiniLLM), on its KV cache where it has one; the loss then
+  covers the generated tokens only.
 - :func:`is_string_data` and :func:`preprocess_strings`: raw text through a
   KerasHub preprocessor.
 
 This module is core: it imports TensorFlow and Keras only (never keras-hub).
 """
-
-import dataclasses
 
 import numpy as np
 import tensorflow as tf
@@ -87,104 +86,6 @@ def with_tokens(x, ids, mask):
     if PADDING_MASK_KEY in x:
         x[PADDING_MASK_KEY] = tf.cast(mask, x[PADDING_MASK_KEY].dtype)
     return x
-
-
-@dataclasses.dataclass(frozen=True)
-class OnPolicy:
-    """Settings of on-policy distillation (``Distiller.compile(on_policy_fraction=...)``).
-
-    Attributes:
-        fraction: Probability ``lambda`` that a training batch is replaced by
-            the student's own continuations (GKD's student-data fraction).
-        max_new_tokens: Tokens the student generates per sequence; the prompt
-            is each sequence's first ``steps - max_new_tokens`` real tokens.
-        temperature: Sampling temperature of the student (> 0).
-        seed: Seed of the coin flips and the samples. Batch ``i`` of training
-            (the optimizer's iteration count) always draws the same numbers, so
-            a run resumed from a checkpoint samples the same sequences.
-    """
-
-    fraction: float
-    max_new_tokens: int
-    temperature: float = 1.0
-    seed: int = 0
-
-    def __post_init__(self):
-        def fail(name, value, what):
-            raise ValueError(f"{name} must be {what}; received {value!r}.")
-
-        if isinstance(self.fraction, bool) or not isinstance(self.fraction, (int, float)) or \
-                not 0.0 <= self.fraction <= 1.0:
-            fail("on_policy_fraction", self.fraction, "a number in [0, 1]")
-        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, (int, np.integer)) or \
-                self.max_new_tokens < 1:
-            fail("max_new_tokens", self.max_new_tokens, "a positive integer (tokens the student generates)")
-        if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) or \
-                not np.isfinite(self.temperature) or self.temperature <= 0:
-            fail("sampling_temperature", self.temperature, "a finite number > 0")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
-            fail("on_policy_seed", self.seed, "an integer")
-
-
-def sample_continuations(student, x, step, policy, vocabulary_size=None):
-    """The student continues each sequence of a batch by sampling; returns ``(x, y, weights)``.
-
-    Each sequence's prompt is its first ``min(length, steps - max_new_tokens)``
-    real tokens (at least one). The student then samples ``max_new_tokens``
-    tokens one at a time (temperature ``policy.temperature``, logits beyond
-    ``vocabulary_size`` excluded), each from a full forward pass in inference
-    mode (no key-value cache: any Keras model that maps token ids to
-    ``[batch, steps, vocab]`` logits works). The result:
-
-    - ``x``: the inputs with the generated tokens written after the prompt and
-      the padding mask covering prompt and continuation;
-    - ``y``: the next token at every position (``y[:, t] = ids[:, t + 1]``);
-    - ``weights``: 1.0 exactly at the positions that predict a generated token,
-      0.0 elsewhere (prompt and padding are masked).
-
-    The draws depend only on ``(policy.seed, step)`` (stateless random ops).
-
-    Args:
-        student: The student model (called with ``training=False``).
-        x: The batch's inputs (dict with ``token_ids``/``padding_mask``, or ids).
-        step: The training step (an integer tensor), which keys the draws.
-        policy: An :class:`OnPolicy`.
-        vocabulary_size: Sample from the first ``vocabulary_size`` logits only.
-    """
-    ids, mask = token_ids_and_mask(x)
-    steps = tf.shape(ids)[1]
-    new = policy.max_new_tokens
-    prompt_cap = steps - new
-    tf.debugging.assert_positive(
-        prompt_cap, message=f"On-policy distillation: sequences must be longer than max_new_tokens={new}.")
-    lengths = tf.fill([tf.shape(ids)[0]], steps) if mask is None else tf.reduce_sum(tf.cast(mask, tf.int32), 1)
-    prompt = tf.maximum(tf.minimum(lengths, prompt_cap), 1)  # [batch]
-    positions = tf.range(steps)[None, :]
-    ids = tf.where(positions < prompt[:, None], ids, tf.zeros_like(ids))
-    seed = tf.stack([tf.constant(policy.seed + 1, tf.int64), tf.cast(step, tf.int64)])
-
-    def body(i, ids):
-        current = prompt - 1 + i  # [batch]: the position whose logits give the next token
-        logits = student(with_tokens(x, ids, positions <= current[:, None]), training=False)
-        logits = tf.gather(logits, current, batch_dims=1)  # [batch, vocab]
-        if vocabulary_size is not None:
-            logits = logits[:, :vocabulary_size]
-        draw_seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(i, tf.int64))
-        token = tf.random.stateless_categorical(tf.cast(logits, tf.float32) / policy.temperature, 1, draw_seed)
-        token = tf.cast(token[:, 0], ids.dtype)
-        return i + 1, tf.where(positions == (current + 1)[:, None], token[:, None], ids)
-
-    _, ids = tf.while_loop(lambda i, _: i < new, body, (tf.constant(0), ids))
-    end = prompt + new  # [batch]: first position after the continuation
-    labels = tf.concat([ids[:, 1:], tf.zeros_like(ids[:, :1])], axis=1)
-    generated = tf.logical_and(positions >= (prompt - 1)[:, None], positions < (end - 1)[:, None])
-    return with_tokens(x, ids, positions < end[:, None]), labels, tf.cast(generated, tf.float32)
-
-
-def on_policy_coin(step, policy):
-    """Whether training batch ``step`` is on-policy: a stateless draw below ``policy.fraction``."""
-    seed = tf.stack([tf.constant(policy.seed, tf.int64), tf.cast(step, tf.int64)])
-    return tf.random.stateless_uniform([], seed) < policy.fraction
 
 
 def byte_level_gpt2_tokenizer():
@@ -263,3 +164,7 @@ def preprocess_strings(preprocessor, x, y=None, sample_weight=None, batch_size=N
     if len(parts) == 1:
         return data.map(preprocessor, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
     return data.map(lambda *a: preprocessor(*a), num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+# The on-policy sampler lives in its own module; its names are part of this one's API.
+from kdkeras.sampling import OnPolicy, on_policy_coin, sample_continuations  # noqa: E402,F401

@@ -1,0 +1,190 @@
+"""On-policy sampling: the student continues each prompt, on its KV cache where it has one.
+
+Two paths draw the same tokens for the same ``(seed, step)``:
+
+- **cached** (KerasHub ``CausalLM``: ``call_with_cache`` and ``_build_cache``):
+  the cache is seeded with one pass over the prompts, then each new token costs
+  one step of the model on one position, as in KerasHub's own ``generate``;
+- **generic** (any Keras model mapping token ids to ``[batch, steps, V]``
+  logits): one full forward pass per new position.
+
+The token at position ``p`` is drawn by the Gumbel-max trick from noise keyed
+by ``(seed, step, p)`` alone, so which path ran, and how many sequences were
+still being sampled, change nothing. A sequence stops at the end token: the
+position that predicts it keeps its weight (the student learns to stop), the
+positions after it weigh 0 and are padding. Where padding and end token share
+an id (GPT-2), only the weights tell them apart, never the ids.
+
+This module is core: TensorFlow only; a KerasHub model is recognised by its
+methods.
+"""
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+from kdkeras import language
+
+__all__ = ["OnPolicy", "has_kv_cache", "on_policy_coin", "sample_continuations"]
+
+
+@dataclasses.dataclass(frozen=True)
+class OnPolicy:
+    """Settings of on-policy distillation (``Distiller.compile(on_policy_fraction=...)``).
+
+    Attributes:
+        fraction: Probability ``lambda`` that a training batch is replaced by
+            the student's own continuations (GKD's student-data fraction).
+        max_new_tokens: Tokens the student generates per sequence; the prompt
+            is each sequence's first ``steps - max_new_tokens`` real tokens.
+        temperature: Sampling temperature of the student (> 0).
+        seed: Seed of the coin flips and the samples. Batch ``i`` of training
+            (the optimizer's iteration count) always draws the same numbers, so
+            a run resumed from a checkpoint samples the same sequences.
+        end_token_id: The tokenizer's end token: a sequence stops after
+            sampling it. ``None``: sequences never stop early.
+        pad_token_id: The id written after a sequence's end (default 0).
+    """
+
+    fraction: float
+    max_new_tokens: int
+    temperature: float = 1.0
+    seed: int = 0
+    end_token_id: object = None
+    pad_token_id: int = 0
+
+    def __post_init__(self):
+        def fail(name, value, what):
+            raise ValueError(f"{name} must be {what}; received {value!r}.")
+
+        def is_int(value):
+            return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+        if isinstance(self.fraction, bool) or not isinstance(self.fraction, (int, float)) or \
+                not 0.0 <= self.fraction <= 1.0:
+            fail("on_policy_fraction", self.fraction, "a number in [0, 1]")
+        if not is_int(self.max_new_tokens) or self.max_new_tokens < 1:
+            fail("max_new_tokens", self.max_new_tokens, "a positive integer (tokens the student generates)")
+        if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) or \
+                not np.isfinite(self.temperature) or self.temperature <= 0:
+            fail("sampling_temperature", self.temperature, "a finite number > 0")
+        if not is_int(self.seed):
+            fail("on_policy_seed", self.seed, "an integer")
+        if self.end_token_id is not None and (not is_int(self.end_token_id) or self.end_token_id < 0):
+            fail("end_token_id", self.end_token_id, "a token id >= 0 or None")
+        if not is_int(self.pad_token_id) or self.pad_token_id < 0:
+            fail("pad_token_id", self.pad_token_id, "a token id >= 0")
+
+
+def has_kv_cache(model):
+    """Whether ``model`` samples on a KV cache (a KerasHub ``CausalLM``: ``call_with_cache`` and ``_build_cache``)."""
+    return callable(getattr(model, "call_with_cache", None)) and callable(getattr(model, "_build_cache", None))
+
+
+def on_policy_coin(step, policy):
+    """Whether training batch ``step`` is on-policy: a stateless draw below ``policy.fraction``."""
+    seed = tf.stack([tf.constant(policy.seed, tf.int64), tf.cast(step, tf.int64)])
+    return tf.random.stateless_uniform([], seed) < policy.fraction
+
+
+def sample_continuations(student, x, step, policy, vocabulary_size=None, use_cache=None):
+    """The student continues each sequence of a batch by sampling; returns ``(x, y, weights)``.
+
+    Each sequence's prompt is its first ``min(length, steps - max_new_tokens)``
+    real tokens (at least one). The student then samples up to
+    ``max_new_tokens`` tokens (temperature ``policy.temperature``, logits
+    beyond ``vocabulary_size`` excluded), in inference mode, stopping after
+    ``policy.end_token_id``. The result:
+
+    - ``x``: the inputs with the generated tokens written after the prompt
+      (``policy.pad_token_id`` after an end token) and the padding mask
+      covering prompt and continuation (up to and including the end token);
+    - ``y``: the next token at every position (``y[:, t] = ids[:, t + 1]``);
+    - ``weights``: 1.0 exactly at the positions that predict a generated token
+      (the end token included), 0.0 elsewhere (prompt, after the end, padding).
+
+    The draws depend only on ``(policy.seed, step)`` and the position.
+
+    Args:
+        student: The student model (called in inference mode).
+        x: The batch's inputs (dict with ``token_ids``/``padding_mask``, or ids).
+        step: The training step (an integer tensor), which keys the draws.
+        policy: An :class:`OnPolicy`.
+        vocabulary_size: Sample from the first ``vocabulary_size`` logits only.
+        use_cache: ``True``: the KV-cache path (a KerasHub ``CausalLM``);
+            ``False``: full forward passes; ``None`` (default): the cache
+            wherever the student has one.
+    """
+    ids, mask = language.token_ids_and_mask(x)
+    batch, steps = tf.shape(ids)[0], tf.shape(ids)[1]
+    new = policy.max_new_tokens
+    tf.debugging.assert_positive(
+        steps - new, message=f"On-policy distillation: sequences must be longer than max_new_tokens={new}.")
+    lengths = tf.fill([batch], steps) if mask is None else tf.reduce_sum(tf.cast(mask, tf.int32), 1)
+    prompt = tf.maximum(tf.minimum(lengths, steps - new), 1)  # [batch]
+    positions = tf.range(steps)[None, :]
+    pad = tf.cast(policy.pad_token_id, ids.dtype)
+    ids = tf.where(positions < prompt[:, None], ids, pad)
+    seed = tf.stack([tf.constant(policy.seed + 1, tf.int64), tf.cast(step, tf.int64)])
+    cached = has_kv_cache(student) if use_cache is None else use_cache
+    model_step = _cached_logits(student, ids) if cached else _full_logits(student, x, positions)
+    state = model_step.initial
+
+    def body(p, ids, stop, state):
+        logits, state = model_step.next(p, ids, state)  # [batch, V]: the distribution of the token at p
+        if vocabulary_size is not None:
+            logits = logits[:, :vocabulary_size]
+        token = tf.cast(_draw(logits, policy.temperature, tf.random.experimental.stateless_fold_in(
+            seed, tf.cast(p, tf.int64))), ids.dtype)
+        fill = tf.logical_and(p >= prompt, p < stop)  # [batch]: still sampling at p
+        ids = tf.where(tf.logical_and(positions == p, fill[:, None]), token[:, None], ids)
+        if policy.end_token_id is not None:
+            ended = tf.logical_and(fill, tf.equal(token, tf.cast(policy.end_token_id, ids.dtype)))
+            stop = tf.where(ended, p + 1, stop)
+        return p + 1, ids, stop, state
+
+    def more(p, ids, stop, state):
+        return tf.reduce_any(p < stop)
+
+    _, ids, stop, _ = tf.while_loop(more, body, (tf.reduce_min(prompt), ids, prompt + new, state),
+                                    parallel_iterations=1)
+    labels = tf.concat([ids[:, 1:], tf.zeros_like(ids[:, :1])], axis=1)
+    generated = tf.logical_and(positions >= (prompt - 1)[:, None], positions < (stop - 1)[:, None])
+    return language.with_tokens(x, ids, positions < stop[:, None]), labels, tf.cast(generated, tf.float32)
+
+
+def _draw(logits, temperature, seed):
+    """A categorical sample per row by the Gumbel-max trick; row ``b``'s noise depends on ``(seed, b)`` only."""
+    logits = tf.cast(logits, tf.float32) / temperature
+    uniform = tf.random.stateless_uniform(tf.shape(logits), seed, minval=np.finfo(np.float32).tiny, maxval=1.0)
+    return tf.argmax(logits - tf.math.log(-tf.math.log(uniform)), axis=-1, output_type=tf.int32)
+
+
+class _Step:
+    """``initial`` loop state and ``next(p, ids, state) -> (logits of the token at p, state)``."""
+
+    def __init__(self, initial, next_fn):
+        self.initial = initial
+        self.next = next_fn
+
+
+def _full_logits(student, x, positions):
+    """The generic path: one full forward pass per position."""
+
+    def next_fn(p, ids, state):
+        logits = student(language.with_tokens(x, ids, positions < p), training=False)
+        return tf.gather(logits, p - 1, axis=1), state
+
+    return _Step(tf.constant(0), next_fn)
+
+
+def _cached_logits(student, ids):
+    """The KV-cache path: the cache seeded with the prompts, then one position per step."""
+    _, cache = student._build_cache(ids)
+
+    def next_fn(p, ids, cache):
+        logits, _, cache = student.call_with_cache(tf.slice(ids, [0, p - 1], [-1, 1]), cache, p - 1)
+        return logits[:, 0, :], cache
+
+    return _Step(cache, next_fn)

@@ -232,11 +232,13 @@ class Distiller(SoftTargetVariables, keras.Model):
             scaled_loss = self.optimizer.scale_loss(losses.gradient_loss)
         # Compute gradients
         gradients = tape.gradient(scaled_loss, self.trainable_variables)
+        # Update the metrics (the loss turns NaN when the input batch held NaN or Inf), before the
+        # update: a fused head forms the metrics' logits from its weights as they were in the step
+        self._update_trackers(losses, batch, finite_inputs=_all_finite(x))
+        logs = self._step_logs(x, y, student_logits, sample_weight)
         # Update weights
         self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
-        # Update the metrics (the loss turns NaN when the input batch held NaN or Inf)
-        self._update_trackers(losses, batch, finite_inputs=_all_finite(x))
-        return self._step_logs(x, y, student_logits, sample_weight)
+        return logs
 
     def test_step(self, data):
         x, y, sample_weight, cached_logits = self._unpack(data)

@@ -299,20 +299,22 @@ def full_logits(logits, vocabulary_size=None):
 def update_metrics_by_chunks(metrics, labels, student, sample_weight, chunk_size, vocabulary_size=None):
     """Updates compiled metrics from a :class:`HeadLogits` student, chunk by chunk (no full logits).
 
-    ``metrics`` is Keras' compiled-metrics object; its ``update_state`` is
-    called once per chunk, which for means over tokens (accuracy,
-    cross-entropy) gives the same result as one call on all tokens.
+    ``metrics`` is Keras' compiled-metrics object. Each chunk is passed as
+    ``[chunk, 1]`` sequences of one token, so Keras' per-sample means become
+    per-token means: the results equal one call on the ``[batch, steps]``
+    logits (weighted metrics by the token weights, the others over all
+    positions).
     """
     steps_shape = tf.shape(student.hidden)[:-1]
     n = tf.reduce_prod(steps_shape)
     hidden = tf.stop_gradient(_flat(student.hidden, n))
-    labels = tf.reshape(labels, [n])
-    weights = tf.reshape(token_weights(sample_weight, student), [n])
+    labels = tf.reshape(labels, [n, 1])
+    weights = None if sample_weight is None else tf.reshape(token_weights(sample_weight, student), [n, 1])
 
     def update(start, size, acc):
         z = _logits(student, tf.slice(hidden, _begin(start, hidden), _size(size, hidden)), vocabulary_size)
-        metrics.update_state(tf.slice(labels, [start], [size])[None], z[None],
-                             tf.slice(weights, [start], [size])[None])
+        w = None if weights is None else tf.slice(weights, [start, 0], [size, 1])
+        metrics.update_state(tf.slice(labels, [start, 0], [size, 1]), z[:, None, :], w)
         return (), acc
 
     _over_chunks(n, chunk_size, update, [])

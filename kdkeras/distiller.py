@@ -142,7 +142,10 @@ class Distiller(SoftTargetVariables, keras.Model):
         vocabulary_size: For language models whose output sizes differ only
             by padding rows (an embedding padded to a multiple of 64, say):
             compare the first ``vocabulary_size`` logits of both. Without it,
-            outputs of different sizes are refused.
+            outputs of different sizes are refused. Where both tokenizers
+            are known (KerasHub preprocessors), they must give the same ids
+            on a probe text and no id at or beyond ``vocabulary_size``
+            (:func:`kdkeras.language.check_same_tokenizer`).
         preprocessor: Turns raw strings into token batches when ``fit`` or
             ``evaluate`` receive text (a KerasHub preprocessor); default: the
             student's ``preprocessor``, else the teacher's.
@@ -175,6 +178,8 @@ class Distiller(SoftTargetVariables, keras.Model):
         checks.check_model(student, "student")
         checks.check_model(teacher, "teacher")
         self.vocabulary_size = checks.check_same_outputs(teacher, student, vocabulary_size)
+        language.check_same_tokenizer(language.tokenizer_of(teacher),
+                                      language.tokenizer_of(preprocessor or student), self.vocabulary_size)
         self.preprocessor = preprocessor
         self._on_policy = None
         self._heads = {}

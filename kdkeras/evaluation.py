@@ -269,6 +269,11 @@ def language_model_metrics(model, data, teacher=None, characters_per_token=None,
             zt = tf.cast(teacher(x, training=False), tf.float32)
             if vocabulary_size is not None:
                 zt = zt[..., :vocabulary_size]
+            elif zt.shape[-1] != logits.shape[-1]:
+                raise ValueError(
+                    f"The teacher gives {zt.shape[-1]} logits per token and the model {logits.shape[-1]}: pass "
+                    f"vocabulary_size=V (the real vocabulary, at most {min(zt.shape[-1], logits.shape[-1])}) to "
+                    "compare their first V logits.")
             log_t = tf.nn.log_softmax(zt, axis=-1)
             kl = tf.reduce_sum(tf.exp(log_t) * (log_t - log_p), axis=-1).numpy()
             sums["kl"] += float(np.sum(weights * kl))

@@ -28,6 +28,8 @@ import tensorflow as tf
 __all__ = [
     "OnPolicy",
     "byte_level_gpt2_tokenizer",
+    "check_same_tokenizer",
+    "tokenizer_of",
     "PADDING_MASK_KEY",
     "TOKEN_IDS_KEY",
     "default_token_weights",
@@ -86,6 +88,56 @@ def with_tokens(x, ids, mask):
     if PADDING_MASK_KEY in x:
         x[PADDING_MASK_KEY] = tf.cast(mask, x[PADDING_MASK_KEY].dtype)
     return x
+
+
+#: The text both tokenizers must turn into the same ids (letters, digits, punctuation, accents, CJK, spacing).
+PROBE_TEXT = ("The quick brown fox jumps over the lazy dog. THE END? 0123456789 -- 3.14, 'quoted' \"double\"\n"
+              "  indented\ttab; café naïve Übermaß señor; 日本語のテキスト; emoji \u2603 and sums: x+y=z.")
+
+
+def tokenizer_of(model):
+    """The ``tokenizer`` of a KerasHub task's ``preprocessor`` (or of a preprocessor itself), else ``None``."""
+    preprocessor = getattr(model, "preprocessor", model)
+    return getattr(preprocessor, "tokenizer", None)
+
+
+def check_same_tokenizer(teacher_tokenizer, student_tokenizer, vocabulary_size=None):
+    """Refuses teacher and student tokenizers that could make their logits disagree (one ``ValueError``).
+
+    Token-level distillation compares logit ``i`` of the teacher with logit
+    ``i`` of the student, so both must mean the same token: the two tokenizers
+    must give the same ids on :data:`PROBE_TEXT`, and with ``vocabulary_size``
+    (padded vocabularies) neither may produce an id at or beyond it, which
+    would be compared on no logit. Either tokenizer ``None`` (unknown): no check.
+    """
+    if teacher_tokenizer is None or student_tokenizer is None:
+        return
+    ids = {}
+    for role, tokenizer in (("teacher", teacher_tokenizer), ("student", student_tokenizer)):
+        ids[role] = np.asarray(tokenizer(PROBE_TEXT)).reshape(-1).tolist()
+        size = _tokenizer_size(tokenizer)
+        if vocabulary_size is not None and size is not None and size > vocabulary_size:
+            raise ValueError(
+                f"The {role}'s tokenizer has {size} token ids, more than vocabulary_size={vocabulary_size}: ids "
+                f"{vocabulary_size}..{size - 1} would be compared on no logit. vocabulary_size must cover the "
+                "tokenizer's vocabulary (the padding rows of the embeddings are the ones to drop).")
+    if ids["teacher"] != ids["student"]:
+        first = next((i for i, (a, b) in enumerate(zip(ids["teacher"], ids["student"])) if a != b),
+                     min(len(ids["teacher"]), len(ids["student"])))
+        raise ValueError(
+            "Teacher and student tokenizers differ: on the same probe text the teacher gives "
+            f"{len(ids['teacher'])} ids and the student {len(ids['student'])}, first differing at position {first} "
+            f"(teacher {ids['teacher'][first:first + 5]}, student {ids['student'][first:first + 5]}). "
+            "Token-level distillation needs one tokenizer for both models (distillation across different "
+            "tokenizers is not supported): use a student built on the teacher's tokenizer.")
+
+
+def _tokenizer_size(tokenizer):
+    size = getattr(tokenizer, "vocabulary_size", None)
+    try:
+        return int(size()) if callable(size) else None
+    except (TypeError, ValueError, AttributeError):
+        return None
 
 
 def byte_level_gpt2_tokenizer():

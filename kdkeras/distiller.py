@@ -321,7 +321,7 @@ class Distiller(SoftTargetVariables, keras.Model):
         def as_given():
             return x, y, weights, tf.constant(1.0)
 
-        if policy.fraction >= 1.0:
+        if policy.fraction >= 1.0 and policy.start_step == 0:
             return sampled()
         return tf.cond(language.on_policy_coin(step, policy), sampled, as_given)
 
@@ -442,6 +442,7 @@ class Distiller(SoftTargetVariables, keras.Model):
         max_new_tokens=None,
         sampling_temperature=1.0,
         on_policy_seed=0,
+        on_policy_start_step=0,
         end_token_id="auto",
         token_chunk_size=token_chunks.AUTO,
         fused_head=True,
@@ -478,6 +479,10 @@ class Distiller(SoftTargetVariables, keras.Model):
                 optimizer's step it fixes them, so a resumed run samples the
                 same sequences. KerasHub ``CausalLM`` students sample on their
                 KV cache (:mod:`kdkeras.sampling`), others by full passes.
+            on_policy_start_step: No on-policy batch before this optimizer
+                step: an off-policy warm start (GKD starts from a student
+                trained on the data; from a random student on-policy
+                samples are noise).
             end_token_id: On-policy sampling stops per sequence at this token
                 (its position keeps its weight, later ones weigh 0).
                 ``"auto"`` (default): the tokenizer's ``end_token_id`` of the
@@ -525,7 +530,7 @@ class Distiller(SoftTargetVariables, keras.Model):
                                  "tokens the student generates after each prompt).")
             end, pad = self._special_tokens(end_token_id)
             self._on_policy = language.OnPolicy(on_policy_fraction, max_new_tokens, sampling_temperature,
-                                                on_policy_seed, end, pad)
+                                                on_policy_seed, end, pad, on_policy_start_step)
         self._terms = [
             StudentLoss(self.student_loss_fn, weight=self._hard_weight),
             SoftTargetLoss(self.distillation_loss_fn, lambda: self.temperature_variable, weight=self._soft_weight),
@@ -540,6 +545,7 @@ class Distiller(SoftTargetVariables, keras.Model):
             "max_new_tokens": max_new_tokens,
             "sampling_temperature": sampling_temperature,
             "on_policy_seed": on_policy_seed,
+            "on_policy_start_step": on_policy_start_step,
             "end_token_id": end_token_id,
             "token_chunk_size": token_chunk_size,
             "fused_head": fused_head,
@@ -606,7 +612,7 @@ class Distiller(SoftTargetVariables, keras.Model):
         config["student_loss_fn"] = keras.saving.serialize_keras_object(args["student_loss_fn"])
         config["distillation_loss_fn"] = dist if isinstance(dist, str) else keras.saving.serialize_keras_object(dist)
         for key in ("alpha", "temperature", "on_policy_fraction", "max_new_tokens", "sampling_temperature",
-                    "on_policy_seed", "end_token_id", "token_chunk_size", "fused_head"):
+                    "on_policy_seed", "on_policy_start_step", "end_token_id", "token_chunk_size", "fused_head"):
             config[key] = args[key]
         return config
 

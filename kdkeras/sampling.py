@@ -45,6 +45,8 @@ class OnPolicy:
         end_token_id: The tokenizer's end token: a sequence stops after
             sampling it. ``None``: sequences never stop early.
         pad_token_id: The id written after a sequence's end (default 0).
+        start_step: Training batches before this optimizer step are never
+            on-policy: an off-policy warm start, as in GKD (default 0).
     """
 
     fraction: float
@@ -53,6 +55,7 @@ class OnPolicy:
     seed: int = 0
     end_token_id: object = None
     pad_token_id: int = 0
+    start_step: int = 0
 
     def __post_init__(self):
         def fail(name, value, what):
@@ -75,6 +78,8 @@ class OnPolicy:
             fail("end_token_id", self.end_token_id, "a token id >= 0 or None")
         if not is_int(self.pad_token_id) or self.pad_token_id < 0:
             fail("pad_token_id", self.pad_token_id, "a token id >= 0")
+        if not is_int(self.start_step) or self.start_step < 0:
+            fail("on_policy_start_step", self.start_step, "an integer >= 0")
 
 
 def has_kv_cache(model):
@@ -83,9 +88,12 @@ def has_kv_cache(model):
 
 
 def on_policy_coin(step, policy):
-    """Whether training batch ``step`` is on-policy: a stateless draw below ``policy.fraction``."""
+    """Whether training batch ``step`` is on-policy: from ``policy.start_step`` on, a stateless draw below the fraction."""
     seed = tf.stack([tf.constant(policy.seed, tf.int64), tf.cast(step, tf.int64)])
-    return tf.random.stateless_uniform([], seed) < policy.fraction
+    coin = tf.random.stateless_uniform([], seed) < policy.fraction
+    if policy.start_step == 0:
+        return coin
+    return tf.logical_and(coin, tf.cast(step, tf.int64) >= policy.start_step)
 
 
 def sample_continuations(student, x, step, policy, vocabulary_size=None, use_cache=None):

@@ -22,7 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def parse_setting(spec):
-    """``loss:T<temperature>:a<alpha>[:on<fraction>]`` -> dict."""
+    """``loss:T<temperature>:a<alpha>[:on<fraction>[:w<warm-start share>]]`` -> dict."""
     parts = spec.split(":")
     out = {"loss": parts[0], "temperature": 1.0, "alpha": 0.0, "on_policy_fraction": 0.0}
     for part in parts[1:]:
@@ -30,6 +30,8 @@ def parse_setting(spec):
             out["temperature"] = float(part[1:])
         elif part.startswith("on"):
             out["on_policy_fraction"] = float(part[2:])
+        elif part.startswith("w"):
+            out["on_policy_warm_start"] = float(part[1:])
         elif part.startswith("a"):
             out["alpha"] = float(part[1:])
         else:

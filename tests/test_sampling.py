@@ -147,3 +147,15 @@ def test_the_distiller_takes_the_end_token_from_the_tokenizer():
     assert d._on_policy.end_token_id is None
     with pytest.raises(ValueError, match="end_token_id"):
         d.compile(on_policy_fraction=1.0, max_new_tokens=2, end_token_id=-1)
+
+
+def test_no_batch_is_on_policy_before_the_warm_start_ends():
+    policy = kdkeras.language.OnPolicy(1.0, max_new_tokens=2, start_step=5)
+    coins = [bool(sampling.on_policy_coin(tf.constant(step, tf.int64), policy)) for step in range(10)]
+    assert coins == [False] * 5 + [True] * 5
+    half = kdkeras.language.OnPolicy(0.5, max_new_tokens=2, start_step=50, seed=1)
+    late = [bool(sampling.on_policy_coin(tf.constant(step, tf.int64), half)) for step in range(50, 250)]
+    assert not any(bool(sampling.on_policy_coin(tf.constant(s, tf.int64), half)) for s in range(50))
+    assert 0.35 < np.mean(late) < 0.65
+    with pytest.raises(ValueError, match="on_policy_start_step"):
+        kdkeras.language.OnPolicy(0.5, max_new_tokens=2, start_step=-1)

@@ -28,7 +28,8 @@ def _defaults():
     # kdkeras.text.experiment imports TensorFlow; its defaults are repeated here so that --help stays fast,
     # and tests/test_text_job.py checks that the two agree.
     return dict(context=64, batch_size=16, teacher_steps=4000, student_steps=1500, temperature=1.0, alpha=0.0,
-                loss="kl", transfer_fraction=1.0, top_k=32, on_policy_fraction=0.0, max_new_tokens=16, seed=0)
+                loss="kl", transfer_fraction=1.0, top_k=32, on_policy_fraction=0.0, max_new_tokens=16,
+                on_policy_warm_start=0.0, seed=0)
 
 
 def build_parser():
@@ -55,6 +56,8 @@ def configure(p):
                         "(0: always online)")
     p.add_argument("--on-policy-fraction", type=float, default=d["on_policy_fraction"],
                    help="share of batches replaced by the student's own continuations, scored by the teacher")
+    p.add_argument("--on-policy-warm-start", type=float, default=d["on_policy_warm_start"],
+                   help="share of the student budget trained off-policy before on-policy batches begin")
     p.add_argument("--max-new-tokens", type=int, default=d["max_new_tokens"], help="on-policy continuation length")
     p.add_argument("--seed", type=int, default=d["seed"])
     p.add_argument("--teacher", metavar="PATH", help="reuse a teacher .keras trained by this job on the same data")
@@ -109,6 +112,8 @@ def _check_args(args):
         raise UserError(f"--transfer-fraction must be in (0, 1]; received {args.transfer_fraction}.")
     if not 0 <= args.on_policy_fraction <= 1:
         raise UserError(f"--on-policy-fraction must be in [0, 1]; received {args.on_policy_fraction}.")
+    if not 0 <= args.on_policy_warm_start < 1:
+        raise UserError(f"--on-policy-warm-start must be in [0, 1); received {args.on_policy_warm_start}.")
     if args.on_policy_fraction and args.max_new_tokens >= args.context:
         raise UserError(f"--max-new-tokens ({args.max_new_tokens}) must be smaller than --context ({args.context}).")
     if args.resume and args.out is None:
@@ -134,7 +139,7 @@ def _load_inputs(args):
         context=args.context, batch_size=args.batch_size, teacher_steps=args.teacher_steps,
         student_steps=args.student_steps, temperature=args.temperature, alpha=args.alpha, loss=args.loss,
         transfer_fraction=args.transfer_fraction, top_k=args.top_k, on_policy_fraction=args.on_policy_fraction,
-        max_new_tokens=args.max_new_tokens, seed=args.seed)
+        max_new_tokens=args.max_new_tokens, on_policy_warm_start=args.on_policy_warm_start, seed=args.seed)
     try:
         data = experiment.prepare(text.load_corpus(args.data), recipe)
     except ValueError as e:

@@ -62,6 +62,8 @@ class TextRecipe:
         top_k: Cache the teacher's top-k per token when each training window is seen at least
             ``cache_min_passes`` times; 0 keeps the teacher online.
         on_policy_fraction, max_new_tokens, sampling_temperature: On-policy distillation (0: off).
+        on_policy_warm_start: The share of the student's budget trained off-policy before on-policy
+            batches begin (GKD's warm start; 0: on-policy from the first step).
         seed: Seed of the weights, the batch order and every draw.
     """
 
@@ -86,6 +88,7 @@ class TextRecipe:
     on_policy_fraction: float = 0.0
     max_new_tokens: int = 16
     sampling_temperature: float = 1.0
+    on_policy_warm_start: float = 0.0
     seed: int = 0
 
     def schedule(self, steps):
@@ -220,7 +223,8 @@ def distil(student, teacher, train, recipe, *, state=None, verbose=2, callbacks=
                       distillation_loss_fn=distillation_loss_fn or recipe.loss, alpha=recipe.alpha,
                       temperature=recipe.temperature, on_policy_fraction=recipe.on_policy_fraction,
                       max_new_tokens=recipe.max_new_tokens, sampling_temperature=recipe.sampling_temperature,
-                      on_policy_seed=recipe.seed)
+                      on_policy_seed=recipe.seed,
+                      on_policy_start_step=int(round(recipe.on_policy_warm_start * steps)))
     n = len(train[0])
     passes = steps * recipe.batch_size / n
     if recipe.top_k and not recipe.on_policy_fraction and passes >= recipe.cache_min_passes:

@@ -1,4 +1,4 @@
-"""Choose the text job's distillation settings on the validation plays (the test plays are never read).
+"""Choose the text job's distillation settings on the validation plays (the test plays are not read by default).
 
 Trains (or loads, ``--teacher``) one teacher on the training plays, then for
 each setting a scratch student and a distilled student with the same initial
@@ -6,9 +6,12 @@ weights and batches, and scores all of them on the validation text: bits per
 character, KL to the teacher, agreement, and the teacher's bits per character
 on each student's sampled continuations of validation prompts (the GKD /
 MiniLLM measure of generation quality). Writes a JSON result file.
+A setting ``kl:T1:a0:on0.5:w0.5`` is on-policy with lambda 0.5 after an
+off-policy warm start of half the budget. ``--split test`` scores on the
+test plays instead: for reporting settings chosen on validation, once.
 
     python scripts/select_text_recipe.py --data ../shared/data/shakespeare.txt --json docs/results/text_selection.json \\
-        --settings kl:T1:a0 reverse_kl:T1:a0 jsd:T1:a0 skew_kl:T1:a0 kl:T1:a0:on0.5
+        --settings kl:T1:a0 reverse_kl:T1:a0 jsd:T1:a0 skew_kl:T1:a0 kl:T1:a0:on0.5 kl:T1:a0:on0.5:w0.5
 """
 
 import argparse
@@ -50,6 +53,9 @@ def main(argv=None):
     p.add_argument("--settings", nargs="+", type=parse_setting, default=[parse_setting("kl:T1:a0")])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--samples", type=int, default=32, help="validation prompts continued by each student")
+    p.add_argument("--split", choices=("validation", "test"), default="validation",
+                   help="the held-out plays that score the students: choose settings on validation, then report "
+                        "the chosen ones once on test")
     p.add_argument("--json", required=True)
     args = p.parse_args(argv)
 
@@ -74,16 +80,17 @@ def main(argv=None):
             kdkeras.atomic.save_model(teacher, args.save_teacher)
     teacher_seconds = time.time() - start
     rng = np.random.default_rng(args.seed)
-    vx = data.validation[0]
+    held_out = data.validation if args.split == "validation" else data.test
+    vx = held_out[0]
     prompts = [vx[i, :32] for i in rng.choice(len(vx), args.samples, replace=False)]
 
     def score(model, with_teacher=True):
-        out = ex.evaluate(model, data.validation, teacher=teacher if with_teacher else None)
+        out = ex.evaluate(model, held_out, teacher=teacher if with_teacher else None)
         out["teacher_bits_on_samples"] = ex.teacher_bits_on_samples(teacher, model, prompts, 32, recipe,
                                                                     seed=args.seed)
         return {k: float(v) for k, v in out.items()}
 
-    record = {"provenance": kdkeras.provenance.provenance(), "recipe": dataclasses.asdict(recipe),
+    record = {"provenance": kdkeras.provenance.provenance(), "recipe": dataclasses.asdict(recipe), "split": args.split,
               "documents": data.documents, "characters": data.characters,
               "teacher": {**score(teacher, False), "seconds": teacher_seconds}, "runs": []}
     start = time.time()

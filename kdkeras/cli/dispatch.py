@@ -3,6 +3,8 @@
     kdkeras train-mnist [options]   the MNIST main job (scripts/train_mnist.py)
     kdkeras train-text [options]    the language-model main job (scripts/train_text.py)
     kdkeras distill [options]       your own teacher, student and data
+    kdkeras distill-lm [options]    your own KerasHub language models (presets) and text
+    kdkeras cache-teacher [options] a KerasHub teacher's top-k of your text, on disk
     kdkeras tune [options]          choose T, alpha, loss and learning rate on validation data
 
 ``kdkeras COMMAND --help`` answers before TensorFlow is imported.
@@ -11,7 +13,7 @@
 import argparse
 import sys
 
-from kdkeras.cli import distill, train_mnist, train_text, tune
+from kdkeras.cli import cache_teacher, distill, distill_lm, train_mnist, train_text, tune
 from kdkeras.cli.common import (EXIT_USAGE, OneLineParser, UserError, check_out, default_out,
                                 import_tensorflow_quietly, remove_if_new)
 
@@ -20,6 +22,8 @@ SUBCOMMANDS = {
     "train-mnist": (train_mnist, "the MNIST main job: teacher, scratch student, distilled student"),
     "train-text": (train_text, "the language-model main job on text: teacher, scratch and distilled student"),
     "distill": (distill, distill.HELP),
+    "distill-lm": (distill_lm, distill_lm.HELP),
+    "cache-teacher": (cache_teacher, cache_teacher.HELP),
     "tune": (tune, tune.HELP),
 }
 
@@ -53,9 +57,10 @@ def main(argv=None):
 
 
 def run_own_data(command, args, argv):
-    """``distill`` or ``tune``: checks the output folder, imports TensorFlow quietly, runs, reports errors."""
+    """``distill``, ``tune``, ``distill-lm``, ``cache-teacher``: checks the output folder, imports TensorFlow
+    quietly, runs, reports errors."""
     args.argv = argv  # the command line, for the result file's provenance
-    if args.resume and args.out is None:
+    if getattr(args, "resume", False) and args.out is None:
         print(f"kdkeras {command}: error: --resume continues the run in --out DIR; pass its directory.",
               file=sys.stderr)
         return EXIT_USAGE

@@ -1,0 +1,281 @@
+"""Your own language models: KerasHub presets, documents, token windows, students made from a teacher.
+
+The stages of ``kdkeras distill-lm`` and ``kdkeras cache-teacher`` as a public
+API (the text twin of :mod:`kdkeras.experiment`):
+
+- :func:`load_causal_lm`: any preset ``keras_hub.models.CausalLM.from_preset``
+  takes (a directory saved with ``save_to_preset``, a Hugging Face checkpoint
+  directory, a ``hf://`` or ``kaggle://`` handle), refused in one line when it
+  is missing or not a causal language model;
+- :func:`read_documents`: a UTF-8 ``.txt`` file (the plays of a Shakespeare
+  file are documents), a folder of them, or ``.jsonl`` lines with ``"text"`` or
+  ``"prompt"``/``"completion"``; :func:`hold_out` keeps a seeded 5 % of the
+  documents for evaluation;
+- :func:`token_windows`: the documents as ``[sequence_length]`` training
+  windows, weights 0 on padding and on prompts;
+- :func:`student_from_teacher`: a student of the teacher's architecture with
+  fewer layers, initialised from every k-th teacher layer and its embeddings
+  and head (DistilBERT's initialisation); :func:`merge_lora` folds LoRA
+  adapters into the weights;
+- :func:`fingerprint`: what a top-k cache records of its teacher and tokenizer.
+
+keras-hub is imported where a KerasHub model is needed (``pip install "kdkeras[text]"``).
+"""
+
+import hashlib
+import json
+import os
+import re
+from typing import NamedTuple
+
+import numpy as np
+
+from kdkeras.language import PROBE_TEXT
+from kdkeras.text.corpus import load_corpus
+
+__all__ = ["Documents", "LMData", "bytes_per_token", "fingerprint", "hold_out", "load_causal_lm", "lm_data",
+           "merge_lora", "read_documents", "student_from_teacher", "token_windows"]
+
+
+class Documents(NamedTuple):
+    """Documents of one source: ``items`` are texts, or ``(prompt, completion)`` pairs; ``names`` label them."""
+
+    items: list
+    names: list
+    paired: bool
+
+
+def read_documents(path, flag="--data"):
+    """Reads ``path``: a ``.jsonl`` file, a UTF-8 ``.txt`` file, or a folder of ``.txt`` files.
+
+    A ``.jsonl`` line holds ``{"text": ...}`` or ``{"prompt": ..., "completion": ...}``
+    (one kind per file; the loss then covers the completions only). Raises
+    ``ValueError`` naming the file and line for anything else, and for empty data.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ValueError(f"{flag} {path!r} does not exist: give a .txt file, a folder of .txt files or a .jsonl file.")
+    if path.endswith(".jsonl") and os.path.isfile(path):
+        return _read_jsonl(path, flag)
+    try:
+        corpus = load_corpus(path)
+    except ValueError as e:
+        raise ValueError(str(e).replace("--data", flag)) from None
+    return Documents([t for _, t in corpus.documents], [n for n, _ in corpus.documents], False)
+
+
+def _read_jsonl(path, flag):
+    items, names, kinds = [], [], set()
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.readlines()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{flag} {path!r} is not UTF-8 text ({e.reason} at byte {e.start}).") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{flag} {path!r} line {number} is not JSON ({e.msg}).") from None
+        if isinstance(record, dict) and isinstance(record.get("text"), str):
+            kinds.add("text")
+            items.append(record["text"])
+        elif isinstance(record, dict) and isinstance(record.get("prompt"), str) and \
+                isinstance(record.get("completion"), str):
+            kinds.add("pairs")
+            items.append((record["prompt"], record["completion"]))
+        else:
+            raise ValueError(f"{flag} {path!r} line {number} needs a string \"text\", or strings \"prompt\" and "
+                             "\"completion\".")
+        names.append(f"line {number}")
+    if len(kinds) > 1:
+        raise ValueError(f"{flag} {path!r} mixes \"text\" lines with \"prompt\"/\"completion\" lines: use one kind.")
+    if not items or all(not (t if isinstance(t, str) else t[1]).strip() for t in items):
+        raise ValueError(f"{flag} {path!r} holds no text.")
+    return Documents(items, names, kinds == {"pairs"})
+
+
+def hold_out(documents, fraction=0.05, seed=0):
+    """``(train, held_out)`` :class:`Documents`: a seeded ``fraction`` of the documents, whole (at least one).
+
+    A single text document is cut at a line break instead: its last 5 % is held out.
+    """
+    n = len(documents.items)
+    if n == 1 and not documents.paired:
+        text = documents.items[0]
+        cut = text.find("\n", int(len(text) * (1 - fraction)))
+        cut = cut + 1 if 0 <= cut < len(text) - 1 else int(len(text) * (1 - fraction))
+        return (Documents([text[:cut]], ["text[:95%]"], False), Documents([text[cut:]], ["text[95%:]"], False))
+    if n < 2:
+        raise ValueError("Holding out evaluation documents needs at least two documents (or pass --validation).")
+    count = min(n - 1, max(1, round(fraction * n)))
+    chosen = set(np.random.default_rng(seed).choice(n, count, replace=False).tolist())
+
+    def pick(keep):
+        idx = [i for i in range(n) if (i in chosen) != keep]
+        return Documents([documents.items[i] for i in idx], [documents.names[i] for i in idx], documents.paired)
+
+    return pick(True), pick(False)
+
+
+class LMData(NamedTuple):
+    """Token windows of the training and held-out documents (see :func:`token_windows`)."""
+
+    train: tuple
+    held_out: tuple
+    documents: dict
+
+
+def lm_data(tokenizer, data, sequence_length, validation=None, seed=0):
+    """Reads ``data`` (and ``validation``), holds out documents, cuts both into token windows."""
+    documents = read_documents(data)
+    if validation is not None:
+        train, held = documents, read_documents(validation, "--validation")
+    else:
+        train, held = hold_out(documents, seed=seed)
+    windows = [token_windows(tokenizer, d, sequence_length) for d in (train, held)]
+    if not windows[0][2].any():
+        raise ValueError("The training data give no token to learn from.")
+    return LMData(windows[0], windows[1], {"train": train.names, "held_out": held.names})
+
+
+def token_windows(tokenizer, documents, sequence_length):
+    """``(x, y, weights)`` NumPy windows: ``x = {"token_ids", "padding_mask"}`` ``[n, L]``, ``y`` the next token.
+
+    Each text document is its token ids followed by the end token, cut into
+    windows of ``L + 1`` ids that overlap by one (every id is predicted once);
+    the last window is padded with weight 0. A ``(prompt, completion)`` pair is
+    one window, cut at ``L + 1`` ids, weighing only the positions that predict
+    the completion and its end token.
+    """
+    length = int(sequence_length)
+    end = getattr(tokenizer, "end_token_id", None)
+    pad = getattr(tokenizer, "pad_token_id", None) or 0
+    rows, weights = [], []
+    for item in documents.items:
+        if documents.paired:
+            prompt, completion = (_ids(tokenizer, t) for t in item)
+            ids = np.concatenate([prompt, completion, [end] if end is not None else []]).astype(np.int64)
+            w = np.zeros(len(ids) - 1, np.float32)
+            w[max(len(prompt) - 1, 0):] = 1.0
+            rows.append(ids[:length + 1])
+            weights.append(w[:length])
+            continue
+        ids = np.concatenate([_ids(tokenizer, item), [end] if end is not None else []]).astype(np.int64)
+        for start in range(0, max(len(ids) - 1, 1), length):
+            rows.append(ids[start:start + length + 1])
+            weights.append(np.ones(len(rows[-1]) - 1, np.float32))
+    n = len(rows)
+    ids = np.full((n, length + 1), pad, np.int32)
+    w = np.zeros((n, length), np.float32)
+    for i, (row, weight) in enumerate(zip(rows, weights)):
+        ids[i, :len(row)] = row
+        w[i, :len(weight)] = weight
+    mask = np.zeros((n, length), bool)
+    for i, row in enumerate(rows):
+        mask[i, :min(len(row), length)] = True
+    return {"token_ids": ids[:, :-1], "padding_mask": mask}, ids[:, 1:], w
+
+
+def _ids(tokenizer, text):
+    """Token ids of a text, tokenized line by line (a whole book in one call is slow for BPE)."""
+    lines = text.splitlines(keepends=True) or [""]
+    out = []
+    for start in range(0, len(lines), 4096):
+        ragged = tokenizer(lines[start:start + 4096])
+        if hasattr(ragged, "flat_values"):
+            out.append(np.asarray(ragged.flat_values).reshape(-1))
+        else:  # a list of lists (KerasHub gives Python lists for Python inputs)
+            out.extend(np.asarray(row, np.int64).reshape(-1) for row in ragged)
+    return np.concatenate(out) if out else np.zeros([0], np.int64)
+
+
+def bytes_per_token(tokenizer, vocabulary):
+    """UTF-8 bytes of each token id's text, ``[vocabulary]`` (special tokens count 0): for bits per byte."""
+    table = np.zeros(vocabulary, np.float64)
+    size = min(vocabulary, int(tokenizer.vocabulary_size()))
+    specials = set(getattr(tokenizer, "special_token_ids", []) or [])
+    for start in range(0, size, 8192):
+        ids = np.arange(start, min(size, start + 8192))
+        texts = tokenizer.detokenize(ids[:, None])
+        for i, t in zip(ids, np.asarray(texts).reshape(-1)):
+            table[i] = 0.0 if int(i) in specials else len(t if isinstance(t, bytes) else str(t).encode("utf-8"))
+    return table
+
+
+# ---------------------------------------------------------------------- #
+# Models
+# ---------------------------------------------------------------------- #
+def load_causal_lm(preset, role="--teacher"):
+    """``keras_hub.models.CausalLM.from_preset(preset)``; a ``ValueError`` in one line when that fails."""
+    import keras_hub
+
+    if "://" not in str(preset) and not os.path.isdir(os.fspath(preset)):
+        raise ValueError(f"{role} {preset!r} is not a preset: give a directory saved with save_to_preset, a Hugging "
+                         "Face checkpoint directory, or a hf:// or kaggle:// handle.")
+    try:
+        model = keras_hub.models.CausalLM.from_preset(preset)
+    except Exception as e:  # noqa: BLE001 - any failure is the user's preset
+        message = " ".join(str(e).split())[:300]
+        raise ValueError(f"{role} {preset!r} could not be loaded as a causal language model: {message}") from None
+    if getattr(model, "preprocessor", None) is None or getattr(model.preprocessor, "tokenizer", None) is None:
+        raise ValueError(f"{role} {preset!r} has no tokenizer: save the preset with its preprocessor.")
+    return model
+
+
+def student_from_teacher(teacher, layers):
+    """A student of ``teacher``'s architecture with ``layers`` transformer layers, initialised from the teacher.
+
+    Student layer ``i`` starts as teacher layer ``i * k`` with ``k = L_t // layers``
+    (every k-th layer, as DistilBERT), and every other weight (embeddings,
+    final norm, head) is the teacher's. The teacher's preprocessor is shared.
+    """
+    backbone = teacher.backbone
+    total = int(backbone.num_layers)
+    if not 1 <= layers <= total:
+        raise ValueError(f"from-teacher:{layers} needs 1 to {total} layers (the teacher has {total}).")
+    config = backbone.get_config()
+    config["num_layers"] = int(layers)
+    small = type(backbone).from_config(config)
+    step = total // layers
+    source = {layer.name: layer for layer in backbone.layers}
+    for layer in small.layers:
+        match = re.fullmatch(r"(.*_)(\d+)", layer.name)
+        name = layer.name
+        if match and layer in getattr(small, "transformer_layers", []):
+            name = f"{match.group(1)}{int(match.group(2)) * step}"
+        if layer.weights:
+            layer.set_weights(source[name].get_weights())
+    return type(teacher)(backbone=small, preprocessor=teacher.preprocessor)
+
+
+def merge_lora(model):
+    """``model`` with every LoRA adapter folded into its kernel, as a model without LoRA (same config)."""
+    merged = {}
+    for layer in model._flatten_layers():
+        if getattr(layer, "lora_enabled", False):
+            kernel = getattr(layer, "_kernel", None)
+            if kernel is not None:
+                merged[kernel.path] = np.asarray(layer.kernel)
+    if not merged:
+        return model
+    backbone = type(model.backbone).from_config(model.backbone.get_config())
+    fresh = type(model)(backbone=backbone, preprocessor=model.preprocessor)
+    values = {v.path: v for v in model.weights}
+    for variable in fresh.weights:
+        variable.assign(merged[variable.path] if variable.path in merged else values[variable.path])
+    return fresh
+
+
+def fingerprint(model):
+    """``{"model": sha256 of its config (not its name) and weights, "tokenizer": sha256 of its ids on a probe text}``."""
+    config = {k: v for k, v in model.backbone.get_config().items() if k not in ("name", "trainable", "dtype")}
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    for weight in model.backbone.weights:
+        value = np.ascontiguousarray(np.asarray(weight, np.float32))
+        digest.update(str(value.shape).encode() + value.tobytes())
+    tokenizer = model.preprocessor.tokenizer
+    ids = np.asarray(tokenizer(PROBE_TEXT)).reshape(-1).astype(np.int64)
+    probe = hashlib.sha256(ids.tobytes() + str(tokenizer.vocabulary_size()).encode()).hexdigest()
+    return {"model": digest.hexdigest(), "tokenizer": probe}

@@ -1,0 +1,220 @@
+"""``kdkeras distill-lm`` and ``kdkeras cache-teacher`` on tiny presets saved here (no network)."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import kdkeras
+from kdkeras.cli.dispatch import main
+
+keras_hub = pytest.importorskip("keras_hub")
+from kdkeras.text import causal_lm  # noqa: E402
+
+PLAYS = [f"{title}\n\nACT I\n" + f"{line}\n" * 30 for title, line in (
+    ("THE FIRST", "To be or not to be."), ("THE SECOND", "A comedy of errors."),
+    ("THE THIRD", "The tempest, the storm."), ("THE FOURTH", "Kings and crowns."))]
+
+
+def gpt2_preset(path, layers=2, seed=0, reverse=False, length=64, intermediate=32):
+    from keras_hub.src.tokenizers.byte_pair_tokenizer import bytes_to_unicode
+
+    byte_values, characters = bytes_to_unicode()
+    vocabulary = {c: i for i, (_, c) in enumerate(sorted(zip(byte_values, characters), reverse=reverse))}
+    vocabulary["<|endoftext|>"] = len(vocabulary)
+    vocabulary["Ġt"] = len(vocabulary)
+    tokenizer = keras_hub.models.GPT2Tokenizer(vocabulary=vocabulary, merges=["Ġ t"])
+    keras.utils.set_random_seed(seed)
+    backbone = keras_hub.models.GPT2Backbone(vocabulary_size=258, num_layers=layers, num_heads=2, hidden_dim=16,
+                                             intermediate_dim=intermediate, max_sequence_length=length)
+    preprocessor = keras_hub.models.GPT2CausalLMPreprocessor(tokenizer=tokenizer, sequence_length=length)
+    model = keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=preprocessor)
+    model.save_to_preset(str(path))
+    return model
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("distill_lm")
+    gpt2_preset(root / "teacher", layers=4, seed=1)
+    gpt2_preset(root / "other", layers=1, seed=2, reverse=True)  # another tokenizer, same sizes
+    (root / "plays.txt").write_text("".join(PLAYS))
+    return root
+
+
+def cli(*argv):
+    return main([str(a) for a in argv])
+
+
+def test_distill_lm_writes_a_loadable_student_preset_and_every_output(workspace, tmp_path):
+    out = tmp_path / "run"
+    assert cli("distill-lm", "--teacher", workspace / "teacher", "--student", "from-teacher:2", "--data",
+               workspace / "plays.txt", "--out", out, "--steps", 6, "--sequence-length", 32, "--batch-size", 4,
+               "--verbose", 0) == 0
+    for name in ("metrics.json", "report.md", "samples.md"):
+        assert (out / name).stat().st_size > 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("teacher", "student_before", "student_after"):
+        assert {"bits_per_byte", "bits_per_token", "perplexity"} <= set(metrics[key])
+    assert {"kl_to_teacher", "agreement"} <= set(metrics["student_after"])
+    assert metrics["tokens_per_second"] > 0 and metrics["command"].startswith("kdkeras distill-lm")
+    assert len(metrics["documents"]["held_out"]) == 1  # 5 % of 4 plays, at least one, whole
+    student = keras_hub.models.CausalLM.from_preset(str(out / "student"))
+    assert student.backbone.num_layers == 2 and student.preprocessor is not None
+    assert np.asarray(student.preprocessor.tokenizer("ab")).tolist() == [97, 98]
+    assert "teacher" in (out / "samples.md").read_text() and "student after" in (out / "samples.md").read_text()
+
+
+def test_from_teacher_takes_every_kth_layer_and_the_embeddings(workspace):
+    teacher = causal_lm.load_causal_lm(str(workspace / "teacher"))
+    student = causal_lm.student_from_teacher(teacher, 2)
+    assert student.backbone.num_layers == 2
+    for i, j in ((0, 0), (1, 2)):  # every second of four layers
+        for a, b in zip(student.backbone.transformer_layers[i].weights, teacher.backbone.transformer_layers[j].weights):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+    other = teacher.backbone.transformer_layers[1].weights[0].numpy()
+    assert not np.array_equal(student.backbone.transformer_layers[1].weights[0].numpy(), other)
+    np.testing.assert_array_equal(student.backbone.token_embedding.embeddings.numpy(),
+                                  teacher.backbone.token_embedding.embeddings.numpy())
+    with pytest.raises(ValueError, match="from-teacher:5 needs 1 to 4 layers"):
+        causal_lm.student_from_teacher(teacher, 5)
+
+
+def test_lora_students_are_saved_merged(workspace, tmp_path):
+    out = tmp_path / "lora"
+    assert cli("distill-lm", "--teacher", workspace / "teacher", "--student", "from-teacher:1", "--data",
+               workspace / "plays.txt", "--out", out, "--steps", 4, "--sequence-length", 32, "--batch-size", 4,
+               "--lora-rank", 2, "--learning-rate", 0.05, "--verbose", 0) == 0
+    student = keras_hub.models.CausalLM.from_preset(str(out / "student"))
+    assert not any("lora" in v.path for v in student.weights)
+    start = causal_lm.student_from_teacher(causal_lm.load_causal_lm(str(workspace / "teacher")), 1)
+    query = [(a, b) for a, b in zip(student.weights, start.weights) if a.path.endswith("query/kernel")]
+    assert query and any(not np.allclose(a.numpy(), b.numpy()) for a, b in query)  # the adapters were merged in
+    embeddings = student.backbone.token_embedding.embeddings.numpy()
+    np.testing.assert_array_equal(embeddings, start.backbone.token_embedding.embeddings.numpy())  # frozen by LoRA
+
+
+def test_prompt_completion_windows_weigh_the_completion_only():
+    tokenizer = kdkeras.language.byte_level_gpt2_tokenizer()
+    docs = causal_lm.Documents([("Q: hi?", " A: yo"), ("x", "yz")], ["line 1", "line 2"], True)
+    x, y, w = causal_lm.token_windows(tokenizer, docs, 12)
+    ids = x["token_ids"]
+    assert ids[0, :6].tolist() == list(b"Q: hi?") and y[0, 5:11].tolist() == list(b" A: yo")
+    np.testing.assert_array_equal(w[0], [0] * 5 + [1] * 7)  # the positions predicting " A: yo" and the end token
+    assert y[0, 11] == tokenizer.end_token_id
+    np.testing.assert_array_equal(w[1], [1, 1, 1] + [0] * 9)
+    assert x["padding_mask"][1].tolist() == [True] * 4 + [False] * 8
+
+
+def test_text_windows_predict_every_token_once_and_pad_the_last():
+    tokenizer = kdkeras.language.byte_level_gpt2_tokenizer()
+    x, y, w = causal_lm.token_windows(tokenizer, causal_lm.Documents(["abcdefghij"], ["a"], False), 4)
+    targets = y[w > 0].tolist()
+    assert targets == list(b"bcdefghij") + [tokenizer.end_token_id]
+    assert x["token_ids"][0].tolist() == list(b"abcd") and x["token_ids"][1].tolist() == list(b"efgh")
+
+
+def test_the_teacher_cache_is_resumable_and_checked(workspace, tmp_path):
+    cache = tmp_path / "cache"
+    args = ["cache-teacher", "--teacher", workspace / "teacher", "--data", workspace / "plays.txt", "--top-k", 4,
+            "--sequence-length", 32, "--out", cache, "--shard-batches", 2, "--batch-size", 4, "--verbose", 0]
+    assert cli(*args) == 0
+    shards = sorted(p.name for p in cache.iterdir() if p.name.startswith("shard-"))
+    assert len(shards) >= 2
+    times = {s: (cache / s).stat().st_mtime_ns for s in shards}
+    import shutil
+
+    shutil.rmtree(cache / shards[-1])  # an interrupted run
+    assert cli(*args) == 0
+    assert (cache / shards[-1]).is_dir()
+    assert all((cache / s).stat().st_mtime_ns == times[s] for s in shards[:-1])  # the others were kept
+    out = tmp_path / "from-cache"
+    assert cli("distill-lm", "--teacher", workspace / "teacher", "--student", "from-teacher:1", "--data",
+               workspace / "plays.txt", "--out", out, "--steps", 3, "--sequence-length", 32, "--batch-size", 4,
+               "--teacher-cache", cache, "--verbose", 0) == 0
+    assert json.loads((out / "metrics.json").read_text())["student_after"]["bits_per_byte"] > 0
+
+
+def test_a_hugging_face_checkpoint_directory_distils(tmp_path):
+    """A GPT-2 checkpoint in Hugging Face's layout (config.json, model.safetensors, vocab.json, merges.txt)."""
+    from safetensors.numpy import save_file
+
+    source = gpt2_preset(tmp_path / "keras", layers=2, seed=3, intermediate=64)  # Hugging Face GPT-2: 4 x 16
+    bb, d = source.backbone, 16
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    tensors = {"wte.weight": bb.token_embedding.embeddings.numpy(),
+               "wpe.weight": bb.position_embedding.position_embeddings.numpy(),
+               "ln_f.weight": bb.layer_norm.gamma.numpy(), "ln_f.bias": bb.layer_norm.beta.numpy()}
+    for i, layer in enumerate(bb.transformer_layers):
+        att = layer._self_attention_layer
+        q, k, v = (getattr(att, n) for n in ("query_dense", "key_dense", "value_dense"))
+        tensors[f"h.{i}.attn.c_attn.weight"] = np.concatenate([t.kernel.numpy().reshape(d, d) for t in (q, k, v)], 1)
+        tensors[f"h.{i}.attn.c_attn.bias"] = np.concatenate([t.bias.numpy().reshape(d) for t in (q, k, v)])
+        tensors[f"h.{i}.attn.c_proj.weight"] = att.output_dense.kernel.numpy().reshape(d, d)
+        tensors[f"h.{i}.attn.c_proj.bias"] = att.output_dense.bias.numpy()
+        for name, norm in (("ln_1", layer._self_attention_layer_norm), ("ln_2", layer._feedforward_layer_norm)):
+            tensors[f"h.{i}.{name}.weight"], tensors[f"h.{i}.{name}.bias"] = norm.gamma.numpy(), norm.beta.numpy()
+        tensors[f"h.{i}.mlp.c_fc.weight"] = layer._feedforward_intermediate_dense.kernel.numpy()
+        tensors[f"h.{i}.mlp.c_fc.bias"] = layer._feedforward_intermediate_dense.bias.numpy()
+        tensors[f"h.{i}.mlp.c_proj.weight"] = layer._feedforward_output_dense.kernel.numpy()
+        tensors[f"h.{i}.mlp.c_proj.bias"] = layer._feedforward_output_dense.bias.numpy()
+    save_file({k: np.ascontiguousarray(v, np.float32) for k, v in tensors.items()}, str(hf / "model.safetensors"))
+    (hf / "config.json").write_text(json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": 258,
+                                                "n_layer": 2, "n_head": 2, "n_embd": d, "n_positions": 64,
+                                                "resid_pdrop": 0.0}))
+    tokenizer = source.preprocessor.tokenizer
+    (hf / "vocab.json").write_text(json.dumps(tokenizer.vocabulary))
+    (hf / "merges.txt").write_text("#version: 0.2\nĠ t\n")
+    converted = causal_lm.load_causal_lm(str(hf))
+    ids = {"token_ids": np.array([[5, 9, 100, 7]]), "padding_mask": np.ones((1, 4), bool)}
+    np.testing.assert_allclose(converted(ids).numpy(), source(ids).numpy(), atol=1e-4)  # the same model
+    data = tmp_path / "plays.txt"
+    data.write_text("".join(PLAYS))
+    assert cli("distill-lm", "--teacher", hf, "--student", "from-teacher:1", "--data", data, "--out",
+               tmp_path / "run", "--steps", 2, "--sequence-length", 32, "--batch-size", 4, "--verbose", 0) == 0
+
+
+@pytest.mark.parametrize("case", ["missing", "not-causal", "tokenizers", "bad-json", "no-field", "empty",
+                                  "too-long", "out-file", "cache-teacher", "student-spec"])
+def test_bad_input_exits_2_with_one_line_and_no_run_folder(case, workspace, tmp_path, capsys):
+    out = tmp_path / "run"
+    data = workspace / "plays.txt"
+    teacher, student, extra = workspace / "teacher", "from-teacher:1", []
+    if case == "missing":
+        teacher = tmp_path / "nowhere"
+    elif case == "not-causal":
+        teacher = tmp_path / "notlm"
+        teacher.mkdir()
+        (teacher / "config.json").write_text(json.dumps({"registered_name": "keras_hub>BertBackbone", "config": {}}))
+    elif case == "tokenizers":
+        student = workspace / "other"
+    elif case in ("bad-json", "no-field", "empty"):
+        data = tmp_path / "data.jsonl"
+        data.write_text({"bad-json": '{"text": "a"}\n{oops\n', "no-field": '{"text": "a"}\n{"title": "b"}\n',
+                         "empty": "\n"}[case])
+    elif case == "too-long":
+        extra = ["--sequence-length", 500]
+    elif case == "out-file":
+        out.write_text("x")
+    elif case == "cache-teacher":
+        cache = tmp_path / "cache"
+        assert cli("cache-teacher", "--teacher", workspace / "other", "--data", data, "--top-k", 2,
+                   "--sequence-length", 32, "--out", cache, "--verbose", 0) == 0
+        extra = ["--teacher-cache", cache, "--sequence-length", 32]
+    elif case == "student-spec":
+        student = "from-teacher:two"
+    capsys.readouterr()
+    code = cli("distill-lm", "--teacher", teacher, "--student", student, "--data", data, "--out", out, "--steps", 2,
+               "--verbose", 0, "--sequence-length", 32, *extra)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and err.startswith("kdkeras distill-lm: error:"), err
+    expected = {"missing": "not a preset", "not-causal": "could not be loaded as a causal language model",
+                "tokenizers": "tokenizers differ", "bad-json": "line 2 is not JSON", "no-field": "line 2 needs",
+                "empty": "holds no text", "too-long": "beyond the maximum", "out-file": "is a file",
+                "cache-teacher": "another teacher fingerprint", "student-spec": "from-teacher:LAYERS"}[case]
+    assert expected in err
+    assert out.is_file() if case == "out-file" else not out.exists()

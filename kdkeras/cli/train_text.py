@@ -160,14 +160,8 @@ def _load_inputs(args):
 
 def run(args, recipe, data, teacher=None):
     """The three stages, the evaluation and the outputs; returns the metrics dict."""
-    import numpy as np
-
-    from kdkeras import plotting
     from kdkeras.atomic import write_text
-    from kdkeras.evaluation import gap_closed
     from kdkeras.experiment import RunState
-    from kdkeras.provenance import provenance
-    from kdkeras.text import experiment, generate
 
     state = RunState(args.out, resume=args.resume)
     write_text(os.path.join(args.out, "vocabulary.json"), json.dumps(data.vocabulary.to_json()) + "\n")
@@ -177,6 +171,14 @@ def run(args, recipe, data, teacher=None):
     if recipe.transfer_fraction < 1:
         print(f"Students see {len(data.documents['students'])} training document(s), "
               f"{data.characters['students']:,} characters: {', '.join(data.documents['students'])}")
+    models, histories, timings = _train_stages(args, recipe, data, teacher, state)
+    return _write_outputs(args, recipe, data, models, histories, timings)
+
+
+def _train_stages(args, recipe, data, teacher, state):
+    """Teacher (unless reused), scratch and distilled student: ``(models, histories, seconds)``."""
+    from kdkeras.text import experiment
+
     timings, stage = {}, dict(state=state, verbose=args.verbose)
 
     def timed(key, fn):
@@ -190,6 +192,7 @@ def run(args, recipe, data, teacher=None):
         timings[key] = time.time() - start
         return result
 
+    teacher_history = {}
     if teacher is None:
         print(f"Teacher: {recipe.teacher_layers} x {recipe.teacher_width}, {recipe.teacher_steps} steps")
         teacher_run = timed("teacher", lambda: experiment.train_language_model(
@@ -198,7 +201,6 @@ def run(args, recipe, data, teacher=None):
         teacher, teacher_history = teacher_run.model, teacher_run.history
     else:
         print(f"Teacher: {args.teacher} (reused)")
-        teacher_history = {}
     print(f"Scratch student: {recipe.student_layers} x {recipe.student_width}, {recipe.student_steps} steps")
     scratch = timed("scratch", lambda: experiment.train_language_model(
         "scratch", experiment.student_model(data, recipe), data.student_train, recipe.student_steps, recipe,
@@ -209,7 +211,22 @@ def run(args, recipe, data, teacher=None):
         experiment.student_model(data, recipe), teacher, data.student_train, recipe,
         callbacks=tensorboard_callbacks(args, "distilled"), **stage))
     models = {"teacher": teacher, "student (distilled)": distilled.model, "student (scratch)": scratch.model}
-    metrics = {}
+    histories = {k: v for k, v in (("teacher", teacher_history), ("scratch student", scratch.history),
+                                   ("distilled student", distilled.history)) if v}
+    return models, histories, timings
+
+
+def _write_outputs(args, recipe, data, models, histories, timings):
+    """Test metrics, samples, metrics.json, report.md, samples.md and history.png; returns the record."""
+    import numpy as np
+
+    from kdkeras import plotting
+    from kdkeras.atomic import write_text
+    from kdkeras.evaluation import gap_closed
+    from kdkeras.provenance import provenance
+    from kdkeras.text import experiment, generate
+
+    teacher, metrics = models["teacher"], {}
     for name, model in models.items():
         metrics[name] = experiment.evaluate(model, data.test, teacher=None if name == "teacher" else teacher)
         metrics[name]["parameters"] = int(model.count_params())
@@ -227,8 +244,6 @@ def run(args, recipe, data, teacher=None):
     table = _table(metrics)
     write_text(os.path.join(args.out, "report.md"), _report(args, recipe, data, table, gap, timings))
     write_text(os.path.join(args.out, "samples.md"), _samples(data.vocabulary, prompts, samples))
-    histories = {k: v for k, v in (("teacher", teacher_history), ("scratch student", scratch.history),
-                                   ("distilled student", distilled.history)) if v}
     plotting.plot_history(histories, path=os.path.join(args.out, "history.png"))
     print("\n" + table + f"\n\nGap closed in test bits per character: {_percent(gap)}\n")
     print(f"Wrote teacher.keras, student.keras, student_scratch.keras, vocabulary.json, metrics.json, report.md, "

@@ -168,9 +168,9 @@ def main(argv=None):
                   "vocabulary": args.vocabulary, "sequence_length": args.sequence_length,
                   "tokens_per_step": tokens, "rows": rows, "command": " ".join(sys.argv),
                   "date": time.strftime("%Y-%m-%d"), "machine": provenance.cpu()}
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
+        from kdkeras.atomic import write_text
+
+        write_text(args.json, json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0
 

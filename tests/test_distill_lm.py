@@ -82,6 +82,7 @@ def test_from_teacher_takes_every_kth_layer_and_the_embeddings(workspace):
         causal_lm.student_from_teacher(teacher, 5)
 
 
+@pytest.mark.slow
 def test_lora_students_are_saved_merged(workspace, tmp_path):
     out = tmp_path / "lora"
     assert cli("distill-lm", "--teacher", workspace / "teacher", "--student", "from-teacher:1", "--data",
@@ -116,6 +117,7 @@ def test_text_windows_predict_every_token_once_and_pad_the_last():
     assert x["token_ids"][0].tolist() == list(b"abcd") and x["token_ids"][1].tolist() == list(b"efgh")
 
 
+@pytest.mark.slow
 def test_the_teacher_cache_is_resumable_and_checked(workspace, tmp_path):
     cache = tmp_path / "cache"
     args = ["cache-teacher", "--teacher", workspace / "teacher", "--data", workspace / "plays.txt", "--top-k", 4,
@@ -137,6 +139,7 @@ def test_the_teacher_cache_is_resumable_and_checked(workspace, tmp_path):
     assert json.loads((out / "metrics.json").read_text())["student_after"]["bits_per_byte"] > 0
 
 
+@pytest.mark.slow
 def test_a_hugging_face_checkpoint_directory_distils(tmp_path):
     """A GPT-2 checkpoint in Hugging Face's layout (config.json, model.safetensors, vocab.json, merges.txt)."""
     from safetensors.numpy import save_file

@@ -86,10 +86,12 @@ def test_the_fused_student_trains_from_a_top_k_cache_as_unfused():
     assert_same(run(gpt2, True, cache=True, loss="kl"), run(gpt2, False, cache=True, loss="kl"))
 
 
+@pytest.mark.slow
 def test_the_fused_head_on_on_policy_batches():
     assert_same(run(qwen3, True, on_policy=1.0, learning_rate=5.0), run(qwen3, False, on_policy=1.0, learning_rate=5.0))
 
 
+@pytest.mark.slow
 def test_the_fused_head_under_mixed_precision():
     policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_float16")

@@ -170,6 +170,36 @@ MUTATIONS = {
         "    return (x, y), (x[held_out], y[held_out])",
         ["tests/test_budget_and_split.py::test_validation_split_is_stratified_seeded_and_disjoint_from_test"],
     ),
+    "chunked backward reads the first chunk's upstream gradient for every chunk": (
+        "token_chunks.py",
+        "up = tf.slice(upstream, [start, 0], [size, count])",
+        "up = tf.slice(upstream, [0, 0], [size, count])",
+        ["tests/test_token_chunks.py::test_the_chunked_gradient_is_the_analytic_gradient_of_the_loss"],
+    ),
+    "chunks drop the teacher's offset": (
+        "token_chunks.py",
+        "t_parts = tf.nest.map_structure(lambda t: tf.slice(t, _begin(start, t), _size(size, t)), flat_teacher)",
+        "t_parts = tf.nest.map_structure(lambda t: tf.slice(t, _begin(0, t), _size(size, t)), flat_teacher)",
+        ["tests/test_token_chunks.py::test_chunked_values_are_the_numpy_masked_means"],
+    ),
+    "fused-head metrics weigh every chunk as one sample": (
+        "token_chunks.py",
+        "metrics.update_state(tf.slice(labels, [start, 0], [size, 1]), z[:, None, :], w)",
+        "metrics.update_state(tf.reshape(tf.slice(labels, [start, 0], [size, 1]), [1, -1]), z[None], w if w is None else tf.reshape(w, [1, -1]))",
+        ["tests/test_fused_head.py::test_the_fused_head_gives_the_unfused_values_and_step"],
+    ),
+    "sampling never stops at the end token": (
+        "sampling.py",
+        "stop = tf.where(ended, p + 1, stop)",
+        "stop = stop",
+        ["tests/test_sampling.py::test_sampling_stops_at_the_end_token_which_keeps_its_weight"],
+    ),
+    "the end token loses its weight": (
+        "sampling.py",
+        "generated = tf.logical_and(positions >= (prompt - 1)[:, None], positions < (stop - 1)[:, None])",
+        "generated = tf.logical_and(positions >= (prompt - 1)[:, None], positions < (stop - 2)[:, None])",
+        ["tests/test_sampling.py::test_sampling_stops_at_the_end_token_which_keeps_its_weight"],
+    ),
 }
 
 

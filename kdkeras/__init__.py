@@ -43,14 +43,14 @@ _EXPORTS = {
 }
 _SUBMODULES = ("atomic", "augment", "callbacks", "checks", "data", "distiller", "distribute",
                "evaluation", "experiment", "export", "features", "language", "losses", "models", "mutual", "plotting", "provenance",
-               "recipe", "soft_targets", "teachers", "terms", "text")
+               "recipe", "sampling", "soft_targets", "teachers", "terms", "text", "token_chunks")
 # Submodules that need an extra (pip install "kdkeras[tune]"): imported on first use only.
 _OPTIONAL = ("tuning",)
 # Entry points that parse their arguments before TensorFlow is needed.
 _COMMANDS = ("kdkeras-train-mnist", "train_mnist.py", "train_text.py", "kdkeras", "__main__.py", "-m")  # -m: python -m kdkeras
 
 __all__ = sorted(_EXPORTS) + ["augment", "callbacks", "data", "evaluation", "experiment", "export", "language", "losses",
-                              "plotting", "teachers", "terms"]
+                              "plotting", "sampling", "teachers", "terms", "token_chunks"]
 
 
 def __getattr__(name):

@@ -218,5 +218,13 @@ def preprocess_strings(preprocessor, x, y=None, sample_weight=None, batch_size=N
     return data.map(lambda *a: preprocessor(*a), num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-# The on-policy sampler lives in its own module; its names are part of this one's API.
-from kdkeras.sampling import OnPolicy, on_policy_coin, sample_continuations  # noqa: E402,F401
+_SAMPLING = ("OnPolicy", "on_policy_coin", "sample_continuations")
+
+
+def __getattr__(name):
+    # The on-policy sampler lives in kdkeras.sampling (which imports this module); its names are part of this API.
+    if name in _SAMPLING:
+        from kdkeras import sampling
+
+        return getattr(sampling, name)
+    raise AttributeError(f"module 'kdkeras.language' has no attribute {name!r}")

@@ -231,8 +231,8 @@ class Distiller(SoftTargetVariables, keras.Model):
             student_logits, student_features = self._forward(self.student, "student_layers", x, training=True)
             sample_weight = self._weights(x, sample_weight, student_logits)
             # Compute losses: alpha * hard-label loss + (1 - alpha) * T² KL (+ any extra terms)
-            batch = DistillationBatch(y, sample_weight, teacher_logits, student_logits,
-                                      teacher_features, student_features, hard_label_weight)
+            batch = DistillationBatch(y, sample_weight, teacher_logits, student_logits, teacher_features,
+                                      student_features, hard_label_weight, language.default_token_weights(x, None))
             losses = self.term_values(batch)
             scaled_loss = self.optimizer.scale_loss(losses.gradient_loss)
         # Compute gradients
@@ -250,7 +250,8 @@ class Distiller(SoftTargetVariables, keras.Model):
         teacher_logits, teacher_features = self._teacher_forward(x, cached_logits)
         student_logits, student_features = self._forward(self.student, "student_layers", x, training=False)
         sample_weight = self._weights(x, sample_weight, student_logits)
-        batch = DistillationBatch(y, sample_weight, teacher_logits, student_logits, teacher_features, student_features)
+        batch = DistillationBatch(y, sample_weight, teacher_logits, student_logits, teacher_features, student_features,
+                                  token_weights=language.default_token_weights(x, None))
         self._update_trackers(self.term_values(batch), batch)
         return self._step_logs(x, y, student_logits, sample_weight)
 
@@ -275,7 +276,7 @@ class Distiller(SoftTargetVariables, keras.Model):
                 checks.check_logit_shapes(_vocabulary_shape(teacher_logits, vocabulary),
                                           _vocabulary_shape(student_logits, vocabulary))
             labels = checks.checked_labels(batch.labels, vocabulary, self.jit_compile)
-            return token_chunks.reduce_token_terms(self._terms, batch._replace(labels=labels), chunk or (1 << 30),
+            return token_chunks.reduce_token_terms(self._terms, batch._replace(labels=labels), chunk,
                                                    self.vocabulary_size)
         student_logits = self._vocabulary(tf.cast(student_logits, tf.float32))
         if not isinstance(teacher_logits, TopKTeacher):
@@ -406,7 +407,7 @@ class Distiller(SoftTargetVariables, keras.Model):
                 vocabulary = self.vocabulary_size or student_logits.vocabulary
                 token_chunks.update_metrics_by_chunks(
                     self._compile_metrics, y, student_logits, sample_weight,
-                    token_chunks.chunk_size_for(self._chunk_setting or token_chunks.AUTO, vocabulary),
+                    token_chunks.chunk_size_for(self._chunk_setting, vocabulary),
                     self.vocabulary_size)
             return _distribute.reducible_logs(self.get_metrics_result())
         logits = self._vocabulary(student_logits)

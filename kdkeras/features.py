@@ -36,20 +36,45 @@ from kdkeras import checks
 from kdkeras.distiller import Distiller
 from kdkeras.terms import LossTerm, capture_outputs
 
-__all__ = ["FeatureDistiller", "HintLoss", "RelationLoss", "rkd_angle", "rkd_distance", "capture_outputs"]
+__all__ = ["FeatureDistiller", "HintLoss", "RelationLoss", "capture_outputs", "last_layers_map", "rkd_angle",
+           "rkd_distance", "uniform_layer_map"]
 
 
 def _find_layer(model, layer, role):
+    """A layer of ``model`` by name, searched in nested models too (a KerasHub task's backbone), or the layer itself."""
     if isinstance(layer, keras.layers.Layer):
         return layer
     try:
         return model.get_layer(layer)
     except ValueError:
-        names = [sub.name for sub in model.layers]
-        raise ValueError(
-            f"The {role} {model.name!r} has no layer named {layer!r}. Its layers: {names}. "
-            "Pass a layer name from that list, or the layer object itself."
-        ) from None
+        pass
+    for sub in model._flatten_layers(include_self=False):
+        if sub.name == layer:
+            return sub
+    names = [sub.name for sub in model._flatten_layers(include_self=False)][:40]
+    raise ValueError(
+        f"The {role} {model.name!r} has no layer named {layer!r}, nested models included. Its layers: {names}. "
+        "Pass a layer name from that list, or the layer object itself."
+    ) from None
+
+
+def uniform_layer_map(student_layers, teacher_layers):
+    """``[(i, j)]``: student layer ``i`` learns from teacher layer ``j = ceil((i + 1) * L_t / L_s) - 1`` (TinyBERT).
+
+    With 4 student and 12 teacher layers: ``[(0, 2), (1, 5), (2, 8), (3, 11)]``; the last
+    student layer always learns from the last teacher layer.
+    """
+    if not 1 <= student_layers <= teacher_layers:
+        raise ValueError(f"A layer map needs 1 <= student layers <= teacher layers; received {student_layers} "
+                         f"and {teacher_layers}.")
+    return [(i, -(-(i + 1) * teacher_layers // student_layers) - 1) for i in range(student_layers)]
+
+
+def last_layers_map(student_layers, teacher_layers, count=1):
+    """``[(i, j)]`` of the last ``count`` layers of each (MiniLM distils the last layer only)."""
+    if not 1 <= count <= min(student_layers, teacher_layers):
+        raise ValueError(f"count must be in [1, {min(student_layers, teacher_layers)}]; received {count}.")
+    return [(student_layers - count + k, teacher_layers - count + k) for k in range(count)]
 
 
 # --------------------------------------------------------------------------- #
@@ -110,21 +135,35 @@ def rkd_angle(teacher_embeddings, student_embeddings):
 # Adapters
 # --------------------------------------------------------------------------- #
 class _HintAdapter(keras.layers.Layer):
-    """Maps a student feature onto a teacher feature's shape (resize + 1x1 conv, or dense)."""
+    """Maps a student feature onto a teacher feature's shape (resize + 1x1 conv, or dense on the last axis).
+
+    Feature maps ``(height, width, channels)``, vectors ``(width,)`` and
+    sequences ``(steps, width)`` (a transformer's hidden states, the same
+    steps on both sides) are supported.
+    """
 
     def __init__(self, student_shape, teacher_shape, **kwargs):
         super().__init__(**kwargs)
         self.student_shape, self.teacher_shape = tuple(student_shape), tuple(teacher_shape)
-        if len(self.teacher_shape) == 3 and len(self.student_shape) == 3:
+        ranks = (len(self.student_shape), len(self.teacher_shape))
+        if ranks == (3, 3):
             self.project = keras.layers.Conv2D(self.teacher_shape[-1], 1, name=f"{self.name}_conv1x1")
-        elif len(self.teacher_shape) == 1 and len(self.student_shape) == 1:
+        elif ranks in ((1, 1), (2, 2)):
+            if ranks == (2, 2) and None not in (self.student_shape[0], self.teacher_shape[0]) and \
+                    self.student_shape[0] != self.teacher_shape[0]:
+                raise ValueError(f"Sequence hints need the same steps on both sides; received student "
+                                 f"{self.student_shape} and teacher {self.teacher_shape}.")
             self.project = keras.layers.Dense(self.teacher_shape[-1], name=f"{self.name}_dense")
         else:
             raise ValueError(
-                f"A hint needs feature maps (height, width, channels) or vectors on both sides; "
-                f"received student {self.student_shape} and teacher {self.teacher_shape}."
+                f"A hint needs feature maps (height, width, channels), sequences (steps, width) or vectors on "
+                f"both sides; received student {self.student_shape} and teacher {self.teacher_shape}."
             )
         self.project.build((None,) + self.student_shape)
+
+    @property
+    def is_sequence(self):
+        return len(self.teacher_shape) == 2
 
     def call(self, x):
         x = tf.cast(x, tf.float32)
@@ -137,27 +176,49 @@ class _HintAdapter(keras.layers.Layer):
 # The loss terms
 # --------------------------------------------------------------------------- #
 class HintLoss(LossTerm):
-    """FitNets hints: per example, the summed MSE between adapted student features and teacher features.
+    """FitNets hints: the summed loss between adapted student features and teacher features.
+
+    For feature maps and vectors: per example, the mean squared error. For
+    sequences ``[batch, steps, width]`` (hidden states of transformers): per
+    token, ``"mse"`` (the mean over the width, as TinyBERT) or ``"cosine"``
+    (``1 - cos``, as DistilBERT); the term is then reduced over the real tokens
+    of the global batch (the token weights: a language model's, or the inputs'
+    ``padding_mask``), so padding changes nothing.
 
     Args:
         pairs: ``[(student_layer, teacher_layer), ...]``.
         adapters: One layer per pair, mapping the student's feature onto the teacher's shape.
+        loss: ``"mse"`` or ``"cosine"`` (sequences only).
         name, weight: As in :class:`kdkeras.terms.LossTerm`.
     """
 
-    def __init__(self, pairs, adapters, name="hint_loss", weight=1.0):
+    def __init__(self, pairs, adapters, loss="mse", name="hint_loss", weight=1.0):
         super().__init__(name, weight)
         self.student_layers = {i: s for i, (s, _) in enumerate(pairs)}
         self.teacher_layers = {i: t for i, (_, t) in enumerate(pairs)}
         self.adapters = list(adapters)
+        kinds = {getattr(a, "is_sequence", False) for a in self.adapters}
+        if len(kinds) > 1:
+            raise ValueError("Hints of one distiller are all sequences (steps, width) or all per example; "
+                             "received both kinds.")
+        self.per_token = kinds == {True}
+        if loss not in ("mse", "cosine") or (loss == "cosine" and not self.per_token):
+            raise ValueError(f"hint_loss must be 'mse', or 'cosine' for sequence hints; received {loss!r}.")
+        self.loss = loss
 
     def call(self, batch):
         student, teacher = batch.student_features[self.name], batch.teacher_features[self.name]
         per_hint = []
         for i, adapter in enumerate(self.adapters):
-            mapped = adapter(student[i])
-            per_hint.append(tf.reduce_mean(tf.reshape(tf.square(mapped - teacher[i]), [tf.shape(mapped)[0], -1]),
-                                           axis=-1))
+            mapped, target = adapter(_output(student[i])), tf.cast(_output(teacher[i]), tf.float32)
+            if self.per_token and self.loss == "cosine":
+                per_hint.append(1.0 - tf.reduce_sum(tf.math.l2_normalize(mapped, -1) *
+                                                    tf.math.l2_normalize(target, -1), axis=-1))
+            elif self.per_token:
+                per_hint.append(tf.reduce_mean(tf.square(mapped - target), axis=-1))
+            else:
+                per_hint.append(tf.reduce_mean(tf.reshape(tf.square(mapped - target), [tf.shape(mapped)[0], -1]),
+                                               axis=-1))
         return tf.add_n(per_hint)
 
 
@@ -212,11 +273,17 @@ class FeatureDistiller(Distiller):
         rkd_angle_weight: Weight of the RKD angle loss (50 in the paper).
         input_shape: The input shape without the batch axis, when the student
             does not know it (a subclassed model): used once to measure the
-            feature shapes.
+            feature shapes. Models with dict inputs (KerasHub's
+            ``{"token_ids", "padding_mask"}``) are probed with 8 tokens.
+        hint_loss: ``"mse"`` (default) or, for sequence hints, ``"cosine"``.
+
+    Layers are found by name in nested models too (``"transformer_layer_3"``
+    of a KerasHub backbone); :func:`uniform_layer_map` and
+    :func:`last_layers_map` give the usual student-to-teacher layer maps.
     """
 
     def __init__(self, student, teacher, hints=(), relation=None, hint_weight=1.0,
-                 rkd_distance_weight=25.0, rkd_angle_weight=50.0, input_shape=None, **kwargs):
+                 rkd_distance_weight=25.0, rkd_angle_weight=50.0, input_shape=None, hint_loss="mse", **kwargs):
         super().__init__(student=student, teacher=teacher, **kwargs)
         for name, value in (("hint_weight", hint_weight), ("rkd_distance_weight", rkd_distance_weight),
                             ("rkd_angle_weight", rkd_angle_weight)):
@@ -235,8 +302,9 @@ class FeatureDistiller(Distiller):
         shapes = self._feature_shapes(pairs, input_shape)
         self.adapters = [_HintAdapter(s_shape, t_shape, name=f"hint_adapter_{i}")
                          for i, (s_shape, t_shape) in enumerate(shapes)]
+        self.hint_loss = hint_loss
         if pairs:
-            self.add_loss_term(HintLoss(pairs, self.adapters, weight=self.hint_weight))
+            self.add_loss_term(HintLoss(pairs, self.adapters, loss=hint_loss, weight=self.hint_weight))
         if relation is not None:
             self.add_loss_term(RelationLoss(_find_layer(student, relation[0], "student"),
                                             _find_layer(teacher, relation[1], "teacher"),
@@ -250,19 +318,12 @@ class FeatureDistiller(Distiller):
         """The output shapes (no batch axis) of each (student layer, teacher layer) pair."""
         if not pairs:
             return []
-        if input_shape is None:
-            input_shape = checks.expected_input_shape(self.student)
-        if input_shape is None or any(d is None for d in input_shape):
-            raise ValueError(
-                "FeatureDistiller needs the input shape to measure the feature shapes; the student "
-                f"{self.student.name!r} does not say it. Pass input_shape=(28, 28, 1) or similar."
-            )
-        probe = tf.zeros((2,) + tuple(input_shape))
+        probe = _probe_inputs(self.student, input_shape)
         with capture_outputs({i: s for i, (s, _) in enumerate(pairs)}) as s_out:
             self.student(probe, training=False)
         with capture_outputs({i: t for i, (_, t) in enumerate(pairs)}) as t_out:
             self.teacher(probe, training=False)
-        return [(tuple(s_out[i].shape[1:]), tuple(t_out[i].shape[1:])) for i in range(len(pairs))]
+        return [(tuple(_output(s_out[i]).shape[1:]), tuple(_output(t_out[i]).shape[1:])) for i in range(len(pairs))]
 
     def get_config(self):
         config = super().get_config()
@@ -272,6 +333,27 @@ class FeatureDistiller(Distiller):
             hint_weight=self.hint_weight,
             rkd_distance_weight=self.rkd_distance_weight,
             rkd_angle_weight=self.rkd_angle_weight,
+            hint_loss=self.hint_loss,
         )
         return config
+
+
+def _output(value):
+    """A layer's output tensor (the first of a tuple: a KerasHub decoder layer also returns its cache)."""
+    return value[0] if isinstance(value, (tuple, list)) else value
+
+
+def _probe_inputs(model, input_shape):
+    """Two zero examples for measuring feature shapes: from ``input_shape``, else the model's inputs (dicts too)."""
+    if input_shape is None:
+        inputs = getattr(model, "_inputs_struct", None)
+        if isinstance(inputs, dict):
+            return {k: tf.zeros((2,) + tuple(d or 8 for d in v.shape[1:]), v.dtype) for k, v in inputs.items()}
+        input_shape = checks.expected_input_shape(model)
+    if input_shape is None or any(d is None for d in input_shape):
+        raise ValueError(
+            "FeatureDistiller needs the input shape to measure the feature shapes; the student "
+            f"{model.name!r} does not say it. Pass input_shape=(28, 28, 1) or similar."
+        )
+    return tf.zeros((2,) + tuple(input_shape))
 

@@ -68,6 +68,10 @@ class DistillationBatch(NamedTuple):
         student_features: The same for the student's layers.
         hard_label_weight: 1.0, or 0.0 on a batch of the student's own
             samples (on-policy distillation), whose "labels" are no labels.
+        token_weights: ``[batch, steps]`` weights of the input tokens (the
+            inputs' ``padding_mask``), or ``None``: what per-token terms of a
+            sequence model whose outputs are per example (a text classifier)
+            are weighted by.
     """
 
     labels: object
@@ -77,6 +81,7 @@ class DistillationBatch(NamedTuple):
     teacher_features: dict = {}
     student_features: dict = {}
     hard_label_weight: object = 1.0
+    token_weights: object = None
 
 
 class TermValues(NamedTuple):
@@ -128,6 +133,11 @@ class LossTerm:
     """
 
     per_example = True
+    #: ``True`` when :meth:`call` returns one value per input token (``[batch, steps]``)
+    #: while the logits are per example (hidden-state hints of a text classifier): the
+    #: term is then reduced over the real tokens of the global batch, weighted by
+    #: ``batch.token_weights`` times the example's sample weight.
+    per_token = False
     #: Whether a token's value depends on that token's row of logits only, so that
     #: the term can be computed over chunks of tokens (:mod:`kdkeras.token_chunks`).
     #: A chunkable term gets a batch of one chunk: ``[1, chunk]`` labels and weights,
@@ -288,11 +298,15 @@ def reduce_terms(terms, batch, precomputed=None):
         local_n = tf.cast(n, tf.float32)
         per_item = _mean_per_example
     global_n = _distribute.global_batch_size(local_n)
-    weighted_sum, batch_level, total, means = 0.0, None, 0.0, []
+    weighted_sum, token_share, batch_level, total, means = 0.0, 0.0, None, 0.0, []
+    token_level = is_token_level(batch.student_logits)
     for index, term in enumerate(terms):
         weight = term.current_weight()
         values = precomputed[index] if index in precomputed else term(batch)
-        if term.per_example:
+        if term.per_token and not token_level:  # per input token, logits per example
+            mean, share = _token_term(values, batch, weights)
+            token_share += weight * share  # already divided by the global token weight
+        elif term.per_example:
             summed = tf.reduce_sum(weights * per_item(values))
             weighted_sum += weight * summed
             mean = tf.math.divide_no_nan(summed, local_n)  # 0 for a replica without examples or real tokens
@@ -301,10 +315,24 @@ def reduce_terms(terms, batch, precomputed=None):
             mean = values
         total += weight * mean
         means.append(mean)
-    gradient_loss = tf.math.divide_no_nan(weighted_sum, global_n)
+    gradient_loss = tf.math.divide_no_nan(weighted_sum, global_n) + token_share
     if batch_level is not None:
         gradient_loss += batch_level * tf.math.divide_no_nan(local_n, global_n)
     return TermValues(gradient_loss, total, means, local_n, weights)
+
+
+def _token_term(values, batch, example_weights):
+    """A per-token term of per-example logits: ``(local mean, local weighted sum / global weight sum)``.
+
+    Token weights are the inputs' ``token_weights`` (ones without them) times the
+    example's weight; the sum is divided by the weight sum of the *global* batch.
+    """
+    values = tf.cast(values, tf.float32)
+    tokens = tf.ones_like(values) if batch.token_weights is None else tf.cast(batch.token_weights, tf.float32)
+    tokens = tokens * example_weights[:, None]
+    local = tf.reduce_sum(tokens)
+    summed = tf.reduce_sum(tokens * values)
+    return tf.math.divide_no_nan(summed, local), tf.math.divide_no_nan(summed, _distribute.global_batch_size(local))
 
 
 def _per_token(values):

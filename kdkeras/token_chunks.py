@@ -204,7 +204,8 @@ def chunked_terms(terms, batch, chunk_size, vocabulary_size=None):
             :class:`HeadLogits`, and ``teacher_logits`` logits, a
             :class:`HeadLogits` or a :class:`kdkeras.losses.TopKTeacher`
             (no gradient flows to the teacher).
-        chunk_size: Tokens per chunk.
+        chunk_size: Tokens per chunk (``None``: all tokens in one piece, as
+            with a fused head and chunking turned off).
         vocabulary_size: Compare the first ``vocabulary_size`` logits only.
 
     Returns:
@@ -326,12 +327,14 @@ def update_metrics_by_chunks(metrics, labels, student, sample_weight, chunk_size
 def _over_chunks(n, chunk, fn, specs, acc=()):
     """Runs ``fn(start, size, acc) -> (outputs, acc)`` over ``[0, n)`` in chunks, one at a time.
 
-    ``chunk`` is a Python int: the full chunks run in a ``tf.while_loop``
+    ``chunk`` is a Python int (``None``: all ``n`` at once): the full chunks run in a ``tf.while_loop``
     (``parallel_iterations=1``, so one chunk's temporaries exist at a time)
     with static sizes, and the remainder (possibly empty) once after it; this
     keeps every slice size a compile-time constant under XLA. ``specs`` are
     ``(dtype, trailing shape)`` of the outputs, which are concatenated in order.
     """
+    if chunk is None:  # one piece of every token
+        return fn(0, n, acc)
     full = n // chunk
     arrays = [tf.TensorArray(dtype, size=full, element_shape=[chunk, *tail]) for dtype, tail in specs]
 

@@ -36,8 +36,9 @@ from kdkeras import checks
 from kdkeras.distiller import Distiller
 from kdkeras.terms import LossTerm, capture_outputs
 
-__all__ = ["FeatureDistiller", "HintLoss", "RelationLoss", "capture_outputs", "last_layers_map", "rkd_angle",
-           "rkd_distance", "uniform_layer_map"]
+__all__ = ["AttentionLoss", "FeatureDistiller", "HintLoss", "RelationLoss", "attention_relation_kl",
+           "attention_score_mse", "capture_outputs", "last_layers_map", "rkd_angle", "rkd_distance",
+           "uniform_layer_map"]
 
 
 def _find_layer(model, layer, role):
@@ -250,6 +251,137 @@ class RelationLoss(LossTerm):
 
 
 # --------------------------------------------------------------------------- #
+# Attention transfer (MiniLM-v2 relations, TinyBERT scores)
+# --------------------------------------------------------------------------- #
+def _attention_mask(token_weights, steps, causal):
+    """``[batch, queries, keys]``: real keys (and, for a decoder, keys up to the query)."""
+    keys = tf.ones([1, steps], tf.bool) if token_weights is None else tf.cast(token_weights, tf.float32) > 0
+    mask = tf.broadcast_to(keys[:, None, :], tf.concat([tf.shape(keys)[:1], [steps, steps]], 0))
+    if causal:
+        mask = tf.logical_and(mask, tf.linalg.band_part(tf.ones([steps, steps], tf.bool), -1, 0)[None])
+    return mask
+
+
+def _heads(x, heads):
+    """``[batch, steps, H, d]`` (or ``[batch, steps, width]``) as ``[batch, heads, steps, width / heads]``."""
+    x = tf.cast(x, tf.float32)
+    batch, steps = tf.shape(x)[0], tf.shape(x)[1]
+    x = tf.reshape(x, [batch, steps, heads, -1])
+    return tf.transpose(x, [0, 2, 1, 3])
+
+
+def _relation_log_probs(x, heads, mask):
+    x = _heads(x, heads)
+    scores = tf.matmul(x, x, transpose_b=True) / tf.sqrt(tf.cast(tf.shape(x)[-1], tf.float32))
+    scores = tf.where(mask[:, None], scores, tf.constant(-1e9, tf.float32))
+    return tf.nn.log_softmax(scores, axis=-1)
+
+
+def attention_relation_kl(teacher, student, relation_heads, token_weights=None, causal=False):
+    """MiniLM-v2 self-attention relation transfer of one of Q, K or V, per query token: ``[batch, steps]``.
+
+    Both sides' vectors (``[batch, steps, heads, head_dim]`` or ``[batch, steps,
+    width]``) are concatenated over heads and split into ``relation_heads``
+    relation heads (so head counts and widths may differ); per relation head the
+    scaled dot products ``softmax(x x^T / sqrt(d_r))`` over the real keys (and
+    keys up to the query for a decoder) give a distribution per query, and the
+    value is ``KL(teacher || student)`` averaged over the relation heads (Wang et
+    al., "MiniLMv2", 2021).
+    """
+    steps = tf.shape(student)[1]
+    mask = _attention_mask(token_weights, steps, causal)
+    log_t = tf.stop_gradient(_relation_log_probs(teacher, relation_heads, mask))
+    log_s = _relation_log_probs(student, relation_heads, mask)
+    p_t = tf.where(mask[:, None], tf.exp(log_t), 0.0)
+    kl = tf.reduce_sum(p_t * (log_t - log_s), axis=-1)  # [batch, relation heads, queries]
+    return tf.reduce_mean(kl, axis=1)
+
+
+def attention_score_mse(teacher_q, teacher_k, student_q, student_k, token_weights=None, causal=False):
+    """TinyBERT's attention-score transfer, per query token: the MSE of ``q k^T / sqrt(d)`` per head over real keys.
+
+    Needs the same number of heads on both sides (``[batch, steps, heads, head_dim]`` inputs).
+    """
+    heads = student_q.shape[2]
+    if teacher_q.shape[2] != heads:
+        raise ValueError(f"Attention-score transfer needs the same number of heads on both sides; received student "
+                         f"{heads} and teacher {teacher_q.shape[2]}. Use the MiniLM relations instead.")
+
+    def scores(q, k):
+        q, k = _heads(q, heads), _heads(k, heads)
+        return tf.matmul(q, k, transpose_b=True) / tf.sqrt(tf.cast(tf.shape(q)[-1], tf.float32))
+
+    mask = tf.cast(_attention_mask(token_weights, tf.shape(student_q)[1], causal), tf.float32)[:, None]
+    diff = tf.square(scores(student_q, student_k) - tf.stop_gradient(scores(teacher_q, teacher_k))) * mask
+    per_head = tf.math.divide_no_nan(tf.reduce_sum(diff, -1), tf.reduce_sum(mask, -1))  # mean over real keys
+    return tf.reduce_mean(per_head, axis=1)
+
+
+def _attention_layer(model, layer, role):
+    """The ``MultiHeadAttention`` of a layer: itself, or a KerasHub transformer layer's self-attention."""
+    layer = _find_layer(model, layer, role)
+    attention = layer if isinstance(layer, keras.layers.MultiHeadAttention) else \
+        getattr(layer, "_self_attention_layer", None)
+    if not isinstance(attention, keras.layers.MultiHeadAttention):
+        raise ValueError(f"Attention transfer needs a keras.layers.MultiHeadAttention or a KerasHub "
+                         f"TransformerEncoder/TransformerDecoder; the {role}'s {layer.name!r} is "
+                         f"{type(layer).__name__}.")
+    causal = "Decoder" in type(layer).__name__ or bool(getattr(attention, "_use_causal_mask", False))
+    return attention, causal
+
+
+class AttentionLoss(LossTerm):
+    """Attention transfer between pairs of self-attention layers, per query token (a per-token term).
+
+    ``kind="relations"`` (default): MiniLM-v2's Q-Q, K-K and V-V relations, summed
+    (:func:`attention_relation_kl`); ``kind="scores"``: TinyBERT's attention-score
+    MSE (:func:`attention_score_mse`, same head counts). Decoder layers (a
+    KerasHub ``TransformerDecoder``) compare keys up to the query only.
+
+    Args:
+        pairs: ``[(student_layer, teacher_layer)]``: names or layers, each a
+            ``MultiHeadAttention`` or a KerasHub transformer layer.
+        student, teacher: The models (to find layers by name).
+        relation_heads: Relation heads of the MiniLM relations.
+        kind: ``"relations"`` or ``"scores"``.
+        name, weight: As in :class:`kdkeras.terms.LossTerm`.
+    """
+
+    per_token = True
+
+    def __init__(self, pairs, student, teacher, relation_heads=4, kind="relations", name="attention_loss",
+                 weight=1.0):
+        super().__init__(name, weight)
+        if kind not in ("relations", "scores"):
+            raise ValueError(f"kind must be 'relations' or 'scores'; received {kind!r}.")
+        self.kind, self.relation_heads, self.causal = kind, int(relation_heads), []
+        parts = ("q", "k", "v") if kind == "relations" else ("q", "k")
+        for i, (s, t) in enumerate(pairs):
+            (s_att, s_causal), (t_att, t_causal) = _attention_layer(student, s, "student"), \
+                _attention_layer(teacher, t, "teacher")
+            self.causal.append(s_causal or t_causal)
+            for part in parts:
+                self.student_layers[(i, part)] = getattr(s_att, f"_{_DENSE[part]}_dense")
+                self.teacher_layers[(i, part)] = getattr(t_att, f"_{_DENSE[part]}_dense")
+        self.pairs = len(pairs)
+
+    def call(self, batch):
+        s, t = batch.student_features[self.name], batch.teacher_features[self.name]
+        values = []
+        for i in range(self.pairs):
+            if self.kind == "relations":
+                values += [attention_relation_kl(t[(i, p)], s[(i, p)], self.relation_heads, batch.token_weights,
+                                                 self.causal[i]) for p in ("q", "k", "v")]
+            else:
+                values.append(attention_score_mse(t[(i, "q")], t[(i, "k")], s[(i, "q")], s[(i, "k")],
+                                                  batch.token_weights, self.causal[i]))
+        return tf.add_n(values)
+
+
+_DENSE = {"q": "query", "k": "key", "v": "value"}
+
+
+# --------------------------------------------------------------------------- #
 # The distiller
 # --------------------------------------------------------------------------- #
 @keras.saving.register_keras_serializable(package="kdkeras")
@@ -276,6 +408,10 @@ class FeatureDistiller(Distiller):
             feature shapes. Models with dict inputs (KerasHub's
             ``{"token_ids", "padding_mask"}``) are probed with 8 tokens.
         hint_loss: ``"mse"`` (default) or, for sequence hints, ``"cosine"``.
+        attention: ``[(student_layer, teacher_layer)]`` of self-attention
+            layers for attention transfer (:class:`AttentionLoss`), weighted by
+            ``attention_weight``; ``attention_kind`` ``"relations"`` (MiniLM-v2,
+            ``relation_heads`` heads) or ``"scores"`` (TinyBERT).
 
     Layers are found by name in nested models too (``"transformer_layer_3"``
     of a KerasHub backbone); :func:`uniform_layer_map` and
@@ -283,16 +419,18 @@ class FeatureDistiller(Distiller):
     """
 
     def __init__(self, student, teacher, hints=(), relation=None, hint_weight=1.0,
-                 rkd_distance_weight=25.0, rkd_angle_weight=50.0, input_shape=None, hint_loss="mse", **kwargs):
+                 rkd_distance_weight=25.0, rkd_angle_weight=50.0, input_shape=None, hint_loss="mse", attention=(),
+                 attention_weight=1.0, attention_kind="relations", relation_heads=4, **kwargs):
         super().__init__(student=student, teacher=teacher, **kwargs)
         for name, value in (("hint_weight", hint_weight), ("rkd_distance_weight", rkd_distance_weight),
                             ("rkd_angle_weight", rkd_angle_weight)):
             if not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"{name} must be a number >= 0; received {value!r}.")
         hints = [tuple(h) for h in (hints or ())]
-        if not hints and relation is None:
-            raise ValueError("FeatureDistiller needs hints=[(student_layer, teacher_layer), ...] "
-                             "and/or relation=(student_layer, teacher_layer); received neither.")
+        attention = [tuple(a) for a in (attention or ())]
+        if not hints and relation is None and not attention:
+            raise ValueError("FeatureDistiller needs hints=[(student_layer, teacher_layer), ...], "
+                             "relation=(student_layer, teacher_layer) and/or attention=[...]; received none.")
         self.hint_weight = float(hint_weight)
         self.rkd_distance_weight = float(rkd_distance_weight)
         self.rkd_angle_weight = float(rkd_angle_weight)
@@ -305,6 +443,12 @@ class FeatureDistiller(Distiller):
         self.hint_loss = hint_loss
         if pairs:
             self.add_loss_term(HintLoss(pairs, self.adapters, loss=hint_loss, weight=self.hint_weight))
+        self._attention_spec = [(self._layer_name(a), self._layer_name(b)) for a, b in attention]
+        self.attention_weight, self.attention_kind, self.relation_heads = float(attention_weight), attention_kind, \
+            int(relation_heads)
+        if attention:
+            self.add_loss_term(AttentionLoss(attention, student, teacher, relation_heads, attention_kind,
+                                             weight=self.attention_weight))
         if relation is not None:
             self.add_loss_term(RelationLoss(_find_layer(student, relation[0], "student"),
                                             _find_layer(teacher, relation[1], "teacher"),
@@ -334,6 +478,10 @@ class FeatureDistiller(Distiller):
             rkd_distance_weight=self.rkd_distance_weight,
             rkd_angle_weight=self.rkd_angle_weight,
             hint_loss=self.hint_loss,
+            attention=[list(a) for a in self._attention_spec],
+            attention_weight=self.attention_weight,
+            attention_kind=self.attention_kind,
+            relation_heads=self.relation_heads,
         )
         return config
 

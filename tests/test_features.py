@@ -159,7 +159,7 @@ def test_feature_distiller_refuses_bad_setups(trained_teacher, small_batch):
     student = kdkeras.build_student(seed=0)
     with pytest.raises(ValueError, match="no layer named 'conv9'.*conv1"):
         FeatureDistiller(student=student, teacher=trained_teacher, hints=[("conv9", "conv1")])
-    with pytest.raises(ValueError, match="received neither"):
+    with pytest.raises(ValueError, match="received none"):
         FeatureDistiller(student=student, teacher=trained_teacher)
     with pytest.raises(ValueError, match="feature maps"):
         FeatureDistiller(student=student, teacher=trained_teacher, hints=[("dense", "conv1")])

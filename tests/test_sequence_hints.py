@@ -1,5 +1,10 @@
 """Hidden-state hints between transformers: per token, over the real tokens of the global batch (NumPy reference)."""
 
+import json
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -108,3 +113,14 @@ def test_layers_are_found_inside_nested_models_and_maps_follow_tinybert():
     assert last_layers_map(4, 12) == [(3, 11)] and last_layers_map(4, 12, 2) == [(2, 10), (3, 11)]
     with pytest.raises(ValueError):
         uniform_layer_map(5, 4)
+
+
+def test_uneven_replicas_update_as_one_device_with_sequence_hints():
+    helper = os.path.join(os.path.dirname(__file__), "helpers", "mirrored_hints.py")
+    out = subprocess.run([sys.executable, helper], capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["real_tokens_per_replica"][0] != result["real_tokens_per_replica"][1]
+    assert result["hint_effect"] > 1e-3  # the hint moves the weights, so equal weights say something
+    assert result["max_weight_gap"] < 1e-6, result

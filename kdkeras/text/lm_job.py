@@ -216,9 +216,9 @@ def _report_md(record):
     rows = ["| model | bits / byte | bits / token | perplexity | KL to teacher | agreement |", "|---|---:|---:|---:|---:|---:|"]
     for key in ("teacher", "student_before", "student_after"):
         m = record[key]
+        kl, agree = (f"{m[k]:.3f}" if k in m else "—" for k in ("kl_to_teacher", "agreement"))
         rows.append(f"| {key.replace('_', ' ')} | {m['bits_per_byte']:.3f} | {m['bits_per_token']:.3f} | "
-                    f"{m['perplexity']:.2f} | {m.get('kl_to_teacher', float('nan')):.3f} | "
-                    f"{m.get('agreement', float('nan')):.3f} |")
+                    f"{m['perplexity']:.2f} | {kl} | {agree} |")
     gap = record["gap_closed_bits_per_byte"]
     return "\n".join([
         "# kdkeras distill-lm report", "", f"- command: `{record['command']}`",

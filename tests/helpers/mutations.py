@@ -200,6 +200,19 @@ MUTATIONS = {
         "generated = tf.logical_and(positions >= (prompt - 1)[:, None], positions < (stop - 2)[:, None])",
         ["tests/test_sampling.py::test_sampling_stops_at_the_end_token_which_keeps_its_weight"],
     ),
+    "per-token hint terms averaged per replica": (
+        "terms.py",
+        "return tf.math.divide_no_nan(summed, local), tf.math.divide_no_nan(summed, _distribute.global_batch_size(local))",
+        "return tf.math.divide_no_nan(summed, local), tf.math.divide_no_nan(summed, local) / tf.cast("
+        "tf.distribute.get_replica_context().num_replicas_in_sync, tf.float32)",
+        ["tests/test_sequence_hints.py::test_uneven_replicas_update_as_one_device_with_sequence_hints"],
+    ),
+    "attention relations over padded keys": (
+        "features.py",
+        "    scores = tf.where(mask[:, None], scores, tf.constant(-1e9, tf.float32))\n",
+        "\n",
+        ["tests/test_attention_transfer.py::test_relations_are_the_numpy_kl_per_query_over_real_keys"],
+    ),
 }
 
 

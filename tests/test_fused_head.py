@@ -78,10 +78,12 @@ def test_the_fused_head_gives_the_unfused_values_and_step(build, caplog):
     assert len(lines) == 1 and "fused LM head for the student and teacher" in lines[0]
 
 
+@pytest.mark.slow
 def test_the_fused_head_with_a_padded_teacher_vocabulary():
     assert_same(run(qwen3, True, teacher_vocab=64), run(qwen3, False, teacher_vocab=64))
 
 
+@pytest.mark.slow
 def test_the_fused_student_trains_from_a_top_k_cache_as_unfused():
     assert_same(run(gpt2, True, cache=True, loss="kl"), run(gpt2, False, cache=True, loss="kl"))
 

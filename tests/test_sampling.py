@@ -74,6 +74,7 @@ def test_the_kv_cache_path_draws_the_generic_paths_tokens(build):
     assert (ids[cached[2].numpy() > 0.5] < VOCAB).all()
 
 
+@pytest.mark.slow
 def test_the_kv_cache_samples_inside_the_compiled_train_step():
     teacher, student = gpt2(1), gpt2(2)
     x = prompts(seed=2, batch=4)

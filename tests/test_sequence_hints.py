@@ -115,6 +115,7 @@ def test_layers_are_found_inside_nested_models_and_maps_follow_tinybert():
         uniform_layer_map(5, 4)
 
 
+@pytest.mark.slow
 def test_uneven_replicas_update_as_one_device_with_sequence_hints():
     helper = os.path.join(os.path.dirname(__file__), "helpers", "mirrored_hints.py")
     out = subprocess.run([sys.executable, helper], capture_output=True, text=True, timeout=300,

@@ -17,7 +17,6 @@ from kdkeras.cli.common import UserError
 
 HELP = "cache a KerasHub teacher's top-k log-probabilities of your text on disk"
 DESCRIPTION = __doc__.split("\n\n")[0]
-MANIFEST = "manifest.json"
 
 
 def configure(p):
@@ -67,11 +66,11 @@ def run(args):
         teacher = causal_lm.load_causal_lm(args.teacher)
         data = causal_lm.lm_data(teacher.preprocessor.tokenizer, args.data, args.sequence_length,
                                  args.validation, args.seed)
-        _check_length(teacher, args.sequence_length)
+        causal_lm.check_sequence_length(teacher, args.sequence_length)
     except ValueError as e:
         raise UserError(str(e)) from None
     record = manifest(teacher, args)
-    path = os.path.join(args.out, MANIFEST)
+    path = os.path.join(args.out, causal_lm.MANIFEST)
     if os.path.exists(path):
         with open(path) as f:
             if json.load(f) != record:
@@ -95,44 +94,3 @@ def run(args):
     nbytes = sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(args.out) for name in names)
     print(f"Cached the teacher's top {args.top_k} for {tokens:,.0f} real tokens in {shards} shard(s): "
           f"{nbytes / max(tokens, 1):.0f} bytes per token on disk (inputs included) in {args.out}")
-
-
-def _check_length(model, length):
-    limit = getattr(model.backbone, "max_sequence_length", None)
-    if limit is not None and length > int(limit):
-        raise ValueError(f"--sequence-length {length} is beyond the model's maximum of {limit} tokens.")
-
-
-def load(directory, batch_size, shuffle=True, seed=None):
-    """The cache's top-k batches, every shard in order (shuffled within a buffer when ``shuffle``)."""
-    from kdkeras.data import top_k
-
-    shards = sorted(n for n in os.listdir(directory) if n.startswith("shard-"))
-    if not shards:
-        raise UserError(f"--teacher-cache {directory!r} holds no shard: run kdkeras cache-teacher first.")
-    datasets = [top_k.load_top_k(os.path.join(directory, n), batch_size, shuffle=shuffle, seed=seed).unbatch()
-                for n in shards]
-    data = datasets[0]
-    for more in datasets[1:]:
-        data = data.concatenate(more)
-    return data
-
-
-def check_cache(directory, teacher, args):
-    """Refuses (``UserError``) a cache made with another teacher, tokenizer, sequence length or temperature."""
-    path = os.path.join(directory, MANIFEST)
-    if not os.path.isfile(path):
-        raise UserError(f"--teacher-cache {directory!r} has no {MANIFEST}: make it with kdkeras cache-teacher.")
-    with open(path) as f:
-        made = json.load(f)
-    from kdkeras.text import causal_lm
-
-    prints = causal_lm.fingerprint(teacher)
-    wanted = {"teacher_fingerprint": prints["model"], "tokenizer_fingerprint": prints["tokenizer"],
-              "sequence_length": args.sequence_length, "temperature": float(args.temperature)}
-    for key, value in wanted.items():
-        if made.get(key) != value:
-            what = key.replace("_", " ")
-            raise UserError(f"--teacher-cache {directory!r} was made with another {what} "
-                            f"({made.get(key)!r}, this run {value!r}): make the cache again with kdkeras cache-teacher.")
-    return made

@@ -28,12 +28,16 @@ import os
 import re
 from typing import NamedTuple
 
+import keras
 import numpy as np
 
 from kdkeras.language import PROBE_TEXT
 from kdkeras.text.corpus import load_corpus
 
-__all__ = ["Documents", "LMData", "bytes_per_token", "fingerprint", "hold_out", "load_causal_lm", "lm_data",
+#: The file of a top-k teacher cache that records what it was made with (``kdkeras cache-teacher``).
+MANIFEST = "manifest.json"
+
+__all__ = ["MANIFEST", "Documents", "LMData", "bytes_per_token", "check_cache", "check_sequence_length", "fingerprint", "load_cache", "hold_out", "load_causal_lm", "lm_data",
            "merge_lora", "read_documents", "student_from_teacher", "token_windows"]
 
 
@@ -224,6 +228,13 @@ def load_causal_lm(preset, role="--teacher"):
     return model
 
 
+def check_sequence_length(model, length):
+    """A ``ValueError`` when ``length`` tokens are beyond the model's maximum sequence length (where it has one)."""
+    limit = getattr(model.backbone, "max_sequence_length", None)
+    if limit is not None and length > int(limit):
+        raise ValueError(f"--sequence-length {length} is beyond the maximum of {limit} tokens of {model.name!r}.")
+
+
 def student_from_teacher(teacher, layers):
     """A student of ``teacher``'s architecture with ``layers`` transformer layers, initialised from the teacher.
 
@@ -257,7 +268,7 @@ def merge_lora(model):
         if getattr(layer, "lora_enabled", False):
             kernel = getattr(layer, "_kernel", None)
             if kernel is not None:
-                merged[kernel.path] = np.asarray(layer.kernel)
+                merged[kernel.path] = keras.ops.convert_to_numpy(layer.kernel)
     if not merged:
         return model
     backbone = type(model.backbone).from_config(model.backbone.get_config())
@@ -273,9 +284,45 @@ def fingerprint(model):
     config = {k: v for k, v in model.backbone.get_config().items() if k not in ("name", "trainable", "dtype")}
     digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
     for weight in model.backbone.weights:
-        value = np.ascontiguousarray(np.asarray(weight, np.float32))
+        value = np.ascontiguousarray(keras.ops.convert_to_numpy(weight).astype(np.float32))
         digest.update(str(value.shape).encode() + value.tobytes())
     tokenizer = model.preprocessor.tokenizer
     ids = np.asarray(tokenizer(PROBE_TEXT)).reshape(-1).astype(np.int64)
     probe = hashlib.sha256(ids.tobytes() + str(tokenizer.vocabulary_size()).encode()).hexdigest()
     return {"model": digest.hexdigest(), "tokenizer": probe}
+
+
+# ---------------------------------------------------------------------- #
+# The top-k teacher cache on disk (kdkeras cache-teacher)
+# ---------------------------------------------------------------------- #
+def load_cache(directory, batch_size, shuffle=True, seed=None):
+    """The cache's top-k batches, every shard in order (shuffled within a buffer when ``shuffle``)."""
+    from kdkeras.data import top_k
+
+    shards = sorted(n for n in os.listdir(directory) if n.startswith("shard-"))
+    if not shards:
+        raise ValueError(f"--teacher-cache {directory!r} holds no shard: run kdkeras cache-teacher first.")
+    datasets = [top_k.load_top_k(os.path.join(directory, n), batch_size, shuffle=shuffle, seed=seed).unbatch()
+                for n in shards]
+    data = datasets[0]
+    for more in datasets[1:]:
+        data = data.concatenate(more)
+    return data
+
+
+def check_cache(directory, teacher, settings):
+    """Refuses (``ValueError``) a cache made with another teacher, tokenizer, sequence length or temperature."""
+    path = os.path.join(directory, MANIFEST)
+    if not os.path.isfile(path):
+        raise ValueError(f"--teacher-cache {directory!r} has no {MANIFEST}: make it with kdkeras cache-teacher.")
+    with open(path) as f:
+        made = json.load(f)
+    prints = fingerprint(teacher)
+    wanted = {"teacher_fingerprint": prints["model"], "tokenizer_fingerprint": prints["tokenizer"],
+              "sequence_length": settings.sequence_length, "temperature": float(settings.temperature)}
+    for key, value in wanted.items():
+        if made.get(key) != value:
+            what = key.replace("_", " ")
+            raise ValueError(f"--teacher-cache {directory!r} was made with another {what} "
+                            f"({made.get(key)!r}, this run {value!r}): make the cache again with kdkeras cache-teacher.")
+    return made

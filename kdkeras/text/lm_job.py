@@ -58,8 +58,6 @@ def prepare(settings):
 
     Raises ``ValueError`` (one line) for anything the user gave wrong.
     """
-    from kdkeras.cli import cache_teacher
-
     teacher = causal_lm.load_causal_lm(settings.teacher)
     layers = None
     if settings.student.startswith("from-teacher:"):
@@ -72,10 +70,7 @@ def prepare(settings):
 
     student, before = make_student(), make_student()
     for model in (teacher, student):
-        limit = getattr(model.backbone, "max_sequence_length", None)
-        if limit is not None and settings.sequence_length > int(limit):
-            raise ValueError(f"--sequence-length {settings.sequence_length} is beyond the maximum of {limit} tokens "
-                             f"of {model.name!r}.")
+        causal_lm.check_sequence_length(model, settings.sequence_length)
     tokenizer = teacher.preprocessor.tokenizer
     vocabulary = None
     sizes = {int(m.backbone.token_embedding.input_dim) for m in (teacher, student)}
@@ -85,10 +80,7 @@ def prepare(settings):
     data = causal_lm.lm_data(tokenizer, settings.data, settings.sequence_length, settings.validation, settings.seed)
     cache = None
     if settings.teacher_cache:
-        try:
-            cache_teacher.check_cache(settings.teacher_cache, teacher, settings)
-        except Exception as e:  # noqa: BLE001 - the CLI's UserError, one line
-            raise ValueError(str(e)) from None
+        causal_lm.check_cache(settings.teacher_cache, teacher, settings)
         cache = settings.teacher_cache
     table = causal_lm.bytes_per_token(tokenizer, min(sizes))
     return LMJob(teacher, student, before, data, table, vocabulary, cache)
@@ -105,12 +97,11 @@ def evaluate(model, job, teacher=None, batch_size=16):
 
 
 def _training_data(job, settings):
-    from kdkeras.cli import cache_teacher
     from kdkeras.data import top_k
 
     batch = settings.batch_size
     if job.cache is not None:
-        rows = cache_teacher.load(job.cache, batch, shuffle=True, seed=settings.seed)
+        rows = causal_lm.load_cache(job.cache, batch, shuffle=True, seed=settings.seed)
         return rows.repeat().batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
     windows = tf.data.Dataset.from_tensor_slices(job.data.train)
     if settings.top_k:

@@ -47,7 +47,8 @@ _SUBMODULES = ("atomic", "augment", "callbacks", "checks", "data", "distiller", 
 # Submodules that need an extra (pip install "kdkeras[tune]"): imported on first use only.
 _OPTIONAL = ("tuning",)
 # Entry points that parse their arguments before TensorFlow is needed.
-_COMMANDS = ("kdkeras-train-mnist", "train_mnist.py", "train_text.py", "kdkeras", "__main__.py", "-m")  # -m: python -m kdkeras
+_COMMANDS = ("kdkeras-train-mnist", "train_mnist.py", "train_text.py", "train_text_classifier.py",
+             "kdkeras", "__main__.py", "-m")  # -m: python -m kdkeras
 
 __all__ = sorted(_EXPORTS) + ["augment", "callbacks", "data", "evaluation", "experiment", "export", "language", "losses",
                               "plotting", "sampling", "teachers", "terms", "token_chunks"]

@@ -11,7 +11,7 @@ import numpy as np
 
 from kdkeras.atomic import atomic_path
 
-__all__ = ["plot_predictions", "plot_history", "plot_next_token_distributions", "plot_soft_targets", "plot_trials", "save_figure"]
+__all__ = ["plot_class_probabilities", "plot_predictions", "plot_history", "plot_next_token_distributions", "plot_soft_targets", "plot_trials", "save_figure"]
 
 _OK = "#1a7f37"
 _WRONG = "#cf222e"
@@ -304,6 +304,50 @@ def plot_next_token_distributions(models, prompt_ids, decode, top=15, temperatur
     ax.set(ylabel="probability", xlabel=f"next character (the {top} most likely under {next(iter(models))})")
     ax.legend(fontsize=9)
     ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def plot_class_probabilities(examples, top=5, path=None):
+    """Each model's class probabilities on a few passages: one panel per passage, bars side by side.
+
+    The classes shown are the first model's (the teacher's) ``top`` most likely
+    and the true class; its tick is bold.
+
+    Args:
+        examples: ``[{"label": true class name, "classes": [class names], "probabilities": {model name:
+            [p per class]}}]`` (:func:`kdkeras.text.classifier.probabilities` with ``classes`` added).
+        top: How many of the first model's classes to show.
+        path: Optional file to write the figure to.
+
+    Returns:
+        The ``matplotlib.figure.Figure``.
+    """
+    if not examples:
+        raise ValueError("plot_class_probabilities needs at least one example.")
+    fig = _figure(figsize=(11, 2.8 * len(examples)))
+    axes = np.atleast_1d(fig.subplots(len(examples), 1))
+    for ax, ex in zip(axes, examples):
+        probabilities = {name: np.asarray(p, np.float64) for name, p in ex["probabilities"].items()}
+        classes = ex["classes"]
+        first = next(iter(probabilities.values()))
+        order = list(np.argsort(-first)[:top])
+        truth = classes.index(ex["label"])
+        if truth not in order:
+            order.append(truth)
+        width = 0.8 / len(probabilities)
+        for k, (color, (name, p)) in enumerate(zip(_COLORS * 4, probabilities.items())):
+            ax.bar(np.arange(len(order)) + (k - (len(probabilities) - 1) / 2) * width, p[order], width, color=color,
+                   label=name)
+        ax.set_xticks(np.arange(len(order)), [classes[i] for i in order], fontsize=8)
+        for tick, i in zip(ax.get_xticklabels(), order):
+            tick.set_fontweight("bold" if i == truth else "normal")
+        ax.set(ylabel="probability", ylim=(0, 1))
+        ax.set_title(f"true: {ex['label']} (bold)", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=8, ncol=min(len(probabilities), 3))
     fig.tight_layout()
     if path is not None:
         save_figure(fig, path)

@@ -26,6 +26,7 @@ def _metrics(out):
     return json.loads((out / "metrics.json").read_text())["models"]
 
 
+@pytest.mark.slow
 def test_rgb_npz_with_a_teacher_of_another_input_size(sample_arrays, tmp_path):
     """RGB 32x32 images; the teacher expects 56x56 grey digits; the student is built for the data."""
     (x, y), _ = sample_arrays

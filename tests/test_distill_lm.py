@@ -48,6 +48,7 @@ def cli(*argv):
     return main([str(a) for a in argv])
 
 
+@pytest.mark.slow
 def test_distill_lm_writes_a_loadable_student_preset_and_every_output(workspace, tmp_path):
     out = tmp_path / "run"
     assert cli("distill-lm", "--teacher", workspace / "teacher", "--student", "from-teacher:2", "--data",

@@ -37,6 +37,7 @@ def log_softmax(z):
     return z - np.log(np.exp(z).sum(-1, keepdims=True))
 
 
+@pytest.mark.slow
 def test_a_causal_lm_pair_distils_on_raw_strings_and_on_tokens_with_padded_vocabularies():
     tokenizer = kdkeras.language.byte_level_gpt2_tokenizer()
     assert np.asarray(tokenizer("hé!")).tolist() == list("hé!".encode("utf-8"))  # ids are the bytes

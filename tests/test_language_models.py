@@ -354,6 +354,7 @@ def test_sampling_follows_the_students_distribution():
     assert np.roll(limited, -1, 1)[w.numpy() > 0].max() < 5
 
 
+@pytest.mark.slow
 def test_on_policy_training_is_seeded_and_resumes_with_the_same_samples(tmp_path):
     ids, mask, y, w = padded_batch(seed=6, batch=8)
     data = tf.data.Dataset.from_tensor_slices(({"token_ids": ids, "padding_mask": mask}, y, w)).batch(4)

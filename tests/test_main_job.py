@@ -431,6 +431,7 @@ def test_default_recipe_runs_the_teacher_online_on_augmented_views(finished_run)
     assert "augmentation (training batches)" in (out / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_mixup_run_uses_soft_labels_and_plain_run_caches(tmp_path):
     proc = run_script("--data", "sample", "--teacher-epochs", "1", "--student-epochs", "1", "--mixup", "0.3",
                       "--shift", "0", "--rotation", "0", "--verbose", "0", "--out", str(tmp_path / "mix"))

@@ -81,6 +81,7 @@ def test_the_text_notebook_is_saved_with_a_real_run_and_is_what_its_builder_writ
     assert [c.source for c in nb.cells] == [source for _, source in builder.CELLS]
 
 
+@pytest.mark.slow
 def test_the_text_notebook_executes_without_errors(tmp_path, monkeypatch):
     outputs = _execute(nbformat.read(TEXT_NOTEBOOK, as_version=4), tmp_path, monkeypatch,
                        KDKERAS_NB_TEACHER_STEPS="20", KDKERAS_NB_STUDENT_STEPS="20")

@@ -92,6 +92,7 @@ def test_a_softmax_teacher_is_refused_with_the_way_through_and_accepted_with_it(
         kdkeras.Distiller(student=kdkeras.build_student(seed=0), teacher=softmax_teacher, teacher_outputs="probs")
 
 
+@pytest.mark.slow
 def test_keras_applications_teacher_with_its_default_softmax_distils_end_to_end():
     """A keras.applications model built with weights=None (nothing downloaded), on small colour images."""
     rng = np.random.default_rng(0)

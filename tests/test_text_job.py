@@ -78,6 +78,7 @@ def test_the_students_start_from_the_same_weights_and_see_the_same_batches(tmp_p
     assert max(float(np.abs(x - y).max()) for x, y in zip(scratch.get_weights()[2:], other.get_weights()[2:])) > 1e-3
 
 
+@pytest.mark.slow
 def test_the_job_runs_end_to_end_and_writes_every_output(tmp_path):
     out = tmp_path / "run"
     data = _plays_file(tmp_path)

@@ -1,6 +1,6 @@
 """The command line: one ``kdkeras`` command with a module per subcommand.
 
-- :mod:`kdkeras.cli.dispatch`: ``kdkeras train-mnist | train-text | distill | tune``.
+- :mod:`kdkeras.cli.dispatch`: ``kdkeras train-mnist | train-text | train-classifier | distill | distill-lm | cache-teacher | tune``.
 - :mod:`kdkeras.cli.train_mnist`: the MNIST main job (``scripts/train_mnist.py``,
   ``kdkeras-train-mnist``).
 - :mod:`kdkeras.cli.train_text`: the language-model main job (``scripts/train_text.py``).

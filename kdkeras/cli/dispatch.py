@@ -2,6 +2,7 @@
 
     kdkeras train-mnist [options]   the MNIST main job (scripts/train_mnist.py)
     kdkeras train-text [options]    the language-model main job (scripts/train_text.py)
+    kdkeras train-classifier [opts] the text-classification job (scripts/train_text_classifier.py)
     kdkeras distill [options]       your own teacher, student and data
     kdkeras distill-lm [options]    your own KerasHub language models (presets) and text
     kdkeras cache-teacher [options] a KerasHub teacher's top-k of your text, on disk
@@ -13,7 +14,7 @@
 import argparse
 import sys
 
-from kdkeras.cli import cache_teacher, distill, distill_lm, train_mnist, train_text, tune
+from kdkeras.cli import cache_teacher, distill, distill_lm, train_classifier, train_mnist, train_text, tune
 from kdkeras.cli.common import (EXIT_USAGE, OneLineParser, UserError, check_out, default_out,
                                 import_tensorflow_quietly, remove_if_new)
 
@@ -21,6 +22,8 @@ from kdkeras.cli.common import (EXIT_USAGE, OneLineParser, UserError, check_out,
 SUBCOMMANDS = {
     "train-mnist": (train_mnist, "the MNIST main job: teacher, scratch student, distilled student"),
     "train-text": (train_text, "the language-model main job on text: teacher, scratch and distilled student"),
+    "train-classifier": (train_classifier, "the text-classification job: a BERT teacher, a 1/4-depth student, "
+                                           "four ways"),
     "distill": (distill, distill.HELP),
     "distill-lm": (distill_lm, distill_lm.HELP),
     "cache-teacher": (cache_teacher, cache_teacher.HELP),
@@ -51,7 +54,7 @@ def main(argv=None):
         except SystemExit as e:
             return e.code
     args = parser.parse_args(argv)
-    if args.command in ("train-mnist", "train-text"):
+    if args.command in ("train-mnist", "train-text", "train-classifier"):
         return SUBCOMMANDS[args.command][0].execute(args, prog=f"kdkeras {args.command}")
     return run_own_data(args.command, args, argv)
 

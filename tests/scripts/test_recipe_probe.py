@@ -45,6 +45,7 @@ def test_standardized_kl_matches_numpy_and_ignores_logit_scale(probe):
     assert np.abs(np.asarray(loss(zt, 0.25 * zt + 1.0, 1.0))).max() < 1e-5
 
 
+@pytest.mark.slow
 def test_probe_runs_with_a_teacher_ensemble(tmp_path):
     import keras
 

@@ -26,6 +26,7 @@ def test_each_setting_is_compared_with_the_scratch_student_of_its_own_budget():
     assert record["mean_val_accuracy"]["scratch"] == {"100": pytest.approx(0.905), "200": pytest.approx(0.96)}
 
 
+@pytest.mark.slow
 def test_selection_scores_every_model_on_the_validation_split_and_never_on_the_test_split(monkeypatch):
     import kdkeras
 

@@ -1,0 +1,249 @@
+"""The text-classification job's stages: a BERT teacher, a 1/4-depth student, and four ways to train the student.
+
+The models are KerasHub ``BertTextClassifier``s trained from scratch here (no
+download): the teacher with ``teacher_layers`` encoder layers, the student
+with a quarter of them, the same width, and its weights copied from the
+teacher where the shapes allow (embeddings, the chosen encoder layers, the
+pooler and the output layer: DistilBERT's initialisation). The student is then
+trained four ways from that same start, on the same batches:
+
+- ``"hard"``: the labels only;
+- ``"logits"``: Hinton's KD (``alpha`` hard + ``1 - alpha`` KL at ``T``);
+- ``"hidden"``: logits KD plus hidden-state hints (each student layer's output,
+  projected, against the teacher layer of :func:`kdkeras.uniform_layer_map`;
+  ``hint_loss`` per token, ``"cosine"`` as DistilBERT or ``"mse"`` as TinyBERT);
+- ``"attention"``: the same plus MiniLM-v2 self-attention relations between the
+  same layer pairs.
+
+Every hint and attention term is a per-token term over the passages' real
+tokens (the ``padding_mask``).
+
+Example:
+
+```python
+from kdkeras import text
+from kdkeras.text import classifier
+
+recipe = classifier.ClassifierRecipe(teacher_epochs=2, student_epochs=1)
+data = classifier.prepare(text.load_corpus("sample"), recipe)
+teacher = classifier.train_teacher(data, recipe).model
+student = classifier.train_student("attention", teacher, data, recipe).model
+print(classifier.evaluate(student, data.test, teacher))
+```
+"""
+
+import dataclasses
+import logging
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kdkeras import evaluation
+from kdkeras.distiller import Distiller
+from kdkeras.experiment import StageResult
+from kdkeras.features import FeatureDistiller, uniform_layer_map
+from kdkeras.text.classification import classification_data
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["METHODS", "ClassifierRecipe", "build_classifier", "evaluate", "prepare", "probabilities",
+           "student_from_teacher", "train_student", "train_teacher"]
+
+#: The student's training methods, in the order of the report.
+METHODS = ("hard", "logits", "hidden", "attention")
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassifierRecipe:
+    """Every setting of the classification job (the defaults are the job's defaults).
+
+    Attributes:
+        sequence_length: Tokens per passage (``[CLS]`` and ``[SEP]`` included).
+        train_stride: Words between training passages' starts (``None``: no overlap).
+        teacher_layers, student_layers, width, heads, intermediate: The BERT shapes (the student
+            keeps the teacher's width and heads so that its weights can be copied).
+        dropout: Dropout of both models.
+        batch_size, teacher_epochs, student_epochs: Training lengths.
+        teacher_learning_rate, student_learning_rate: AdamW's peak rates (warm-up over the first 10 %
+            of the steps, then cosine decay to 0).
+        temperature, alpha: Logits KD (``alpha`` weighs the hard labels).
+        hint_loss, hint_weight: The hidden-state term (``"cosine"`` or ``"mse"``) and its weight.
+        attention_weight, relation_heads: The MiniLM-v2 attention-relation term.
+        seed: Seed of the weights, the batch order and dropout.
+    """
+
+    sequence_length: int = 64
+    train_stride: int = None
+    teacher_layers: int = 4
+    student_layers: int = 1
+    width: int = 128
+    heads: int = 4
+    intermediate: int = 256
+    dropout: float = 0.1
+    batch_size: int = 32
+    teacher_epochs: int = 8
+    student_epochs: int = 6
+    teacher_learning_rate: float = 5e-4
+    student_learning_rate: float = 5e-4
+    temperature: float = 2.0
+    alpha: float = 0.5
+    hint_loss: str = "cosine"
+    hint_weight: float = 1.0
+    attention_weight: float = 1.0
+    relation_heads: int = 4
+    seed: int = 0
+
+    def layer_map(self):
+        """``[(student layer, teacher layer)]`` of the hints and the attention transfer."""
+        return uniform_layer_map(self.student_layers, self.teacher_layers)
+
+
+def prepare(corpus, recipe):
+    """The labelled passages of ``corpus`` (:func:`kdkeras.text.classification.classification_data`)."""
+    return classification_data(corpus, recipe.sequence_length, recipe.train_stride)
+
+
+def build_classifier(vocabulary_size, num_classes, layers, recipe, name):
+    """A KerasHub ``BertTextClassifier`` (logits out, no preprocessor) with ``layers`` encoder layers, seeded."""
+    import keras_hub
+
+    keras.utils.set_random_seed(recipe.seed + 1000 * layers)
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=vocabulary_size, num_layers=layers, num_heads=recipe.heads, hidden_dim=recipe.width,
+        intermediate_dim=recipe.intermediate, dropout=recipe.dropout, max_sequence_length=recipe.sequence_length)
+    return keras_hub.models.BertTextClassifier(backbone, num_classes, preprocessor=None, dropout=recipe.dropout,
+                                               name=name)
+
+
+def student_from_teacher(teacher, layers, recipe, source_layers=None):
+    """A BERT classifier with ``layers`` of the teacher's encoder layers and all its other weights (DistilBERT's start).
+
+    ``source_layers`` are the teacher layers copied (default: evenly spaced from
+    the first, ``0, L/layers, ...``, as DistilBERT takes every other layer).
+    """
+    backbone = teacher.backbone
+    if source_layers is None:
+        source_layers = [i * backbone.num_layers // layers for i in range(layers)]
+    if len(source_layers) != layers or not all(0 <= j < backbone.num_layers for j in source_layers):
+        raise ValueError(f"source_layers must be {layers} teacher layers in [0, {backbone.num_layers}); "
+                         f"received {source_layers}.")
+    student = build_classifier(backbone.vocabulary_size, teacher.num_classes, layers, recipe, "student")
+    pairs = [(student.backbone.get_layer(n), backbone.get_layer(n)) for n in
+             ("token_embedding", "position_embedding", "segment_embedding", "embeddings_layer_norm", "pooled_dense")]
+    pairs += [(student.backbone.get_layer(f"transformer_layer_{i}"), backbone.get_layer(f"transformer_layer_{j}"))
+              for i, j in enumerate(source_layers)]
+    pairs.append((student.output_dense, teacher.output_dense))
+    for target, source in pairs:
+        target.set_weights(source.get_weights())
+    return student
+
+
+def _optimizer(learning_rate, steps):
+    warmup = max(1, steps // 10)
+    schedule = keras.optimizers.schedules.CosineDecay(0.0, steps - warmup, warmup_target=learning_rate,
+                                                      warmup_steps=warmup)
+    return keras.optimizers.AdamW(schedule, weight_decay=0.01, clipnorm=1.0)
+
+
+def _dataset(passages, batch_size, seed):
+    """The training passages in a seeded order, reshuffled each epoch (the same for every student of a seed)."""
+    ds = tf.data.Dataset.from_tensor_slices((passages.inputs(), passages.labels))
+    return ds.shuffle(len(passages), seed=seed, reshuffle_each_iteration=True).batch(batch_size).prefetch(2)
+
+
+def _fit(model, data, epochs, recipe, seed, verbose, callbacks):
+    validation = tf.data.Dataset.from_tensor_slices((data.validation.inputs(), data.validation.labels)).batch(128)
+    history = model.fit(_dataset(data.train, recipe.batch_size, seed), epochs=epochs, shuffle=False,
+                        validation_data=validation, verbose=verbose, callbacks=list(callbacks))
+    return history.history
+
+
+def _metrics():
+    return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+
+
+def train_teacher(data, recipe, *, verbose=2, callbacks=()):
+    """Trains the teacher on the training passages; returns a :class:`~kdkeras.experiment.StageResult`."""
+    teacher = build_classifier(data.vocabulary.size, len(data.classes), recipe.teacher_layers, recipe, "teacher")
+    steps = recipe.teacher_epochs * math.ceil(len(data.train) / recipe.batch_size)
+    teacher.compile(optimizer=_optimizer(recipe.teacher_learning_rate, steps),
+                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=_metrics())
+    history = _fit(teacher, data, recipe.teacher_epochs, recipe, recipe.seed + 7919, verbose, callbacks)
+    return StageResult(teacher, history)
+
+
+def _distiller(method, student, teacher, recipe):
+    if method == "logits":
+        return Distiller(student, teacher)
+    names = [(f"transformer_layer_{i}", f"transformer_layer_{j}") for i, j in recipe.layer_map()]
+    attention = names if method == "attention" else ()
+    return FeatureDistiller(student, teacher, hints=names, hint_loss=recipe.hint_loss, hint_weight=recipe.hint_weight,
+                            attention=attention, attention_weight=recipe.attention_weight,
+                            relation_heads=recipe.relation_heads)
+
+
+def train_student(method, teacher, data, recipe, *, verbose=2, callbacks=()):
+    """Trains a student initialised from ``teacher`` by ``method`` (one of :data:`METHODS`); returns a StageResult.
+
+    Every method starts from the same weights and sees the same batches (the
+    recipe's seed fixes both).
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}; received {method!r}.")
+    student = student_from_teacher(teacher, recipe.student_layers, recipe)
+    keras.utils.set_random_seed(recipe.seed)
+    steps = recipe.student_epochs * math.ceil(len(data.train) / recipe.batch_size)
+    optimizer = _optimizer(recipe.student_learning_rate, steps)
+    hard = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    if method == "hard":
+        student.compile(optimizer=optimizer, loss=hard, metrics=_metrics())
+        model = student
+    else:
+        model = _distiller(method, student, teacher, recipe)
+        model.compile(optimizer=optimizer, metrics=_metrics(), student_loss_fn=hard, distillation_loss_fn="kl",
+                      alpha=recipe.alpha, temperature=recipe.temperature)
+    history = _fit(model, data, recipe.student_epochs, recipe, recipe.seed, verbose, callbacks)
+    return StageResult(student, history)
+
+
+def _logits(model, passages, batch_size=256):
+    return np.asarray(model.predict(passages.inputs(), batch_size=batch_size, verbose=0), np.float64)
+
+
+def _log_softmax(z):
+    z = z - z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+def evaluate(model, passages, teacher=None):
+    """Accuracy, macro F1 and, with a teacher, the mean KL(teacher || model) at T = 1 and the top-1 agreement."""
+    logits = _logits(model, passages)
+    predicted = logits.argmax(-1)
+    result = {"accuracy": float(np.mean(predicted == passages.labels)),
+              "macro_f1": evaluation.macro_f1(passages.labels, predicted, logits.shape[-1]),
+              "parameters": int(model.count_params())}
+    if teacher is not None:
+        teacher_log_p = _log_softmax(_logits(teacher, passages))
+        log_p = _log_softmax(logits)
+        result["kl_to_teacher"] = float(np.mean(np.sum(np.exp(teacher_log_p) * (teacher_log_p - log_p), -1)))
+        result["agreement"] = float(np.mean(predicted == teacher_log_p.argmax(-1)))
+    return result
+
+
+def probabilities(models, passages, rows, classes, top=3):
+    """Each model's top ``top`` classes at T = 1 (softmax of its logits) on the passages ``rows``.
+
+    Returns ``[{"text", "label", "models": {name: [(class, probability), ...]}, "probabilities": {name: [p per
+    class]}}]``.
+    """
+    out = []
+    subset = {k: v[rows] for k, v in passages.inputs().items()}
+    probs = {name: tf.nn.softmax(np.asarray(m.predict(subset, verbose=0), np.float32), -1).numpy()
+             for name, m in models.items()}
+    for i, row in enumerate(rows):
+        ranked = {name: [(classes[c], float(p[i, c])) for c in np.argsort(-p[i])[:top]] for name, p in probs.items()}
+        out.append({"text": passages.texts[row], "label": classes[int(passages.labels[row])], "models": ranked,
+                    "probabilities": {name: [round(float(v), 5) for v in p[i]] for name, p in probs.items()}})
+    return out

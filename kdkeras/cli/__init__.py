@@ -1,9 +1,11 @@
 """The command line: one ``kdkeras`` command with a module per subcommand.
 
-- :mod:`kdkeras.cli.dispatch`: ``kdkeras train-mnist | train-text | train-classifier | distill | distill-lm | cache-teacher | tune``.
+- :mod:`kdkeras.cli.dispatch`: ``kdkeras train-mnist | train-text | train-classifier | distill | distill-lm |
+  cache-teacher | tune``.
 - :mod:`kdkeras.cli.train_mnist`: the MNIST main job (``scripts/train_mnist.py``,
   ``kdkeras-train-mnist``).
 - :mod:`kdkeras.cli.train_text`: the language-model main job (``scripts/train_text.py``).
+- :mod:`kdkeras.cli.train_classifier`: the text-classification job (``scripts/train_text_classifier.py``).
 - :mod:`kdkeras.cli.distill`, :mod:`kdkeras.cli.tune`: your own models and data
   (what they share: :mod:`kdkeras.cli.own_data`).
 - :mod:`kdkeras.cli.common`: one-line errors, the output folder, the quiet TensorFlow import.

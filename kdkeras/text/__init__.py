@@ -12,6 +12,11 @@
 - :func:`windows`: fixed windows of ids and their next-character labels.
 - :func:`build_gpt`: a GPT-style causal language model in plain Keras layers.
 - :func:`generate`: seeded sampling of continuations.
+
+The text-classification job (which play is a passage from?) lives in
+:mod:`kdkeras.text.classification` (passages held out by whole scenes, a word
+vocabulary; no TensorFlow) and :mod:`kdkeras.text.classifier` (the KerasHub
+BERT teacher, the student and its four training methods).
 """
 
 from kdkeras.text.corpus import (

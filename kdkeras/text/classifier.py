@@ -62,8 +62,10 @@ class ClassifierRecipe:
     Attributes:
         sequence_length: Tokens per passage (``[CLS]`` and ``[SEP]`` included).
         train_stride: Words between training passages' starts (``None``: no overlap).
-        teacher_layers, student_layers, width, heads, intermediate: The BERT shapes (the student
-            keeps the teacher's width and heads so that its weights can be copied).
+        teacher_layers, student_layers, width, heads, intermediate: The BERT shapes.
+        student_width, student_heads: The student's width and heads (``None``: the teacher's, so that the
+            teacher's weights can be copied; a narrower student starts from its own random weights and its
+            intermediate width scales with it).
         dropout: Dropout of both models.
         batch_size, teacher_epochs, student_epochs: Training lengths.
         teacher_learning_rate, student_learning_rate: AdamW's peak rates (warm-up over the first 10 %
@@ -81,6 +83,8 @@ class ClassifierRecipe:
     width: int = 128
     heads: int = 4
     intermediate: int = 256
+    student_width: int = None
+    student_heads: int = None
     dropout: float = 0.1
     batch_size: int = 32
     teacher_epochs: int = 8
@@ -105,20 +109,28 @@ def prepare(corpus, recipe):
     return classification_data(corpus, recipe.sequence_length, recipe.train_stride)
 
 
-def build_classifier(vocabulary_size, num_classes, layers, recipe, name):
-    """A KerasHub ``BertTextClassifier`` (logits out, no preprocessor) with ``layers`` encoder layers, seeded."""
+def build_classifier(vocabulary_size, num_classes, layers, recipe, name, width=None, heads=None):
+    """A KerasHub ``BertTextClassifier`` (logits out, no preprocessor) with ``layers`` encoder layers, seeded.
+
+    ``width`` and ``heads`` default to the recipe's (the teacher's); the intermediate width keeps its ratio.
+    """
     import keras_hub
 
-    keras.utils.set_random_seed(recipe.seed + 1000 * layers)
+    width, heads = width or recipe.width, heads or recipe.heads
+    keras.utils.set_random_seed(recipe.seed + 1000 * layers + width)
     backbone = keras_hub.models.BertBackbone(
-        vocabulary_size=vocabulary_size, num_layers=layers, num_heads=recipe.heads, hidden_dim=recipe.width,
-        intermediate_dim=recipe.intermediate, dropout=recipe.dropout, max_sequence_length=recipe.sequence_length)
+        vocabulary_size=vocabulary_size, num_layers=layers, num_heads=heads, hidden_dim=width,
+        intermediate_dim=recipe.intermediate * width // recipe.width, dropout=recipe.dropout,
+        max_sequence_length=recipe.sequence_length)
     return keras_hub.models.BertTextClassifier(backbone, num_classes, preprocessor=None, dropout=recipe.dropout,
                                                name=name)
 
 
 def student_from_teacher(teacher, layers, recipe, source_layers=None):
     """A BERT classifier with ``layers`` of the teacher's encoder layers and all its other weights (DistilBERT's start).
+
+    A student narrower than the teacher (``recipe.student_width``) cannot take its
+    weights and starts from its own seeded random weights.
 
     ``source_layers`` are the teacher layers copied (default: evenly spaced from
     the first, ``0, L/layers, ...``, as DistilBERT takes every other layer).
@@ -129,7 +141,13 @@ def student_from_teacher(teacher, layers, recipe, source_layers=None):
     if len(source_layers) != layers or not all(0 <= j < backbone.num_layers for j in source_layers):
         raise ValueError(f"source_layers must be {layers} teacher layers in [0, {backbone.num_layers}); "
                          f"received {source_layers}.")
-    student = build_classifier(backbone.vocabulary_size, teacher.num_classes, layers, recipe, "student")
+    width = recipe.student_width or backbone.hidden_dim
+    student = build_classifier(backbone.vocabulary_size, teacher.num_classes, layers, recipe, "student", width,
+                               recipe.student_heads)
+    if width != backbone.hidden_dim:
+        logger.info("The student (width %d) is narrower than the teacher (%d): it starts from its own weights.",
+                    width, backbone.hidden_dim)
+        return student
     pairs = [(student.backbone.get_layer(n), backbone.get_layer(n)) for n in
              ("token_embedding", "position_embedding", "segment_embedding", "embeddings_layer_norm", "pooled_dense")]
     pairs += [(student.backbone.get_layer(f"transformer_layer_{i}"), backbone.get_layer(f"transformer_layer_{j}"))

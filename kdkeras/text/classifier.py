@@ -41,7 +41,7 @@ import numpy as np
 import tensorflow as tf
 
 from kdkeras import evaluation
-from kdkeras.distiller import Distiller
+from kdkeras.distiller import Distiller, cached_batch
 from kdkeras.experiment import StageResult
 from kdkeras.features import FeatureDistiller, uniform_layer_map
 from kdkeras.text.classification import classification_data
@@ -165,15 +165,17 @@ def _optimizer(learning_rate, steps):
     return keras.optimizers.AdamW(schedule, weight_decay=0.01, clipnorm=1.0)
 
 
-def _dataset(passages, batch_size, seed):
-    """The training passages in a seeded order, reshuffled each epoch (the same for every student of a seed)."""
-    ds = tf.data.Dataset.from_tensor_slices((passages.inputs(), passages.labels))
+def _dataset(passages, batch_size, seed, teacher_logits=None):
+    """The training passages in a seeded order, reshuffled each epoch (the same for every student of a seed),
+    with the teacher's cached logits in the Distiller's batch format when given."""
+    x = passages.inputs() if teacher_logits is None else cached_batch(passages.inputs(), teacher_logits)
+    ds = tf.data.Dataset.from_tensor_slices((x, passages.labels))
     return ds.shuffle(len(passages), seed=seed, reshuffle_each_iteration=True).batch(batch_size).prefetch(2)
 
 
-def _fit(model, data, epochs, recipe, seed, verbose, callbacks):
+def _fit(model, data, epochs, recipe, seed, verbose, callbacks, teacher_logits=None):
     validation = tf.data.Dataset.from_tensor_slices((data.validation.inputs(), data.validation.labels)).batch(128)
-    history = model.fit(_dataset(data.train, recipe.batch_size, seed), epochs=epochs, shuffle=False,
+    history = model.fit(_dataset(data.train, recipe.batch_size, seed, teacher_logits), epochs=epochs, shuffle=False,
                         validation_data=validation, verbose=verbose, callbacks=list(callbacks))
     return history.history
 
@@ -206,7 +208,8 @@ def train_student(method, teacher, data, recipe, *, verbose=2, callbacks=()):
     """Trains a student initialised from ``teacher`` by ``method`` (one of :data:`METHODS`); returns a StageResult.
 
     Every method starts from the same weights and sees the same batches (the
-    recipe's seed fixes both).
+    recipe's seed fixes both). For ``"logits"`` the teacher's logits are computed
+    once and cached; the inside terms need the teacher online.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; received {method!r}.")
@@ -222,7 +225,10 @@ def train_student(method, teacher, data, recipe, *, verbose=2, callbacks=()):
         model = _distiller(method, student, teacher, recipe)
         model.compile(optimizer=optimizer, metrics=_metrics(), student_loss_fn=hard, distillation_loss_fn="kl",
                       alpha=recipe.alpha, temperature=recipe.temperature)
-    history = _fit(model, data, recipe.student_epochs, recipe, recipe.seed, verbose, callbacks)
+    # Logits KD needs only the teacher's logits: computed once, not every epoch (the inputs are not augmented).
+    cached = np.asarray(teacher.predict(data.train.inputs(), batch_size=256, verbose=0), np.float32) \
+        if method == "logits" else None
+    history = _fit(model, data, recipe.student_epochs, recipe, recipe.seed, verbose, callbacks, cached)
     return StageResult(student, history)
 
 

@@ -20,7 +20,8 @@ import sys
 import time
 
 GRID = {
-    "logits": [dict(temperature=1.0, alpha=0.5), dict(temperature=4.0, alpha=0.5), dict(temperature=4.0, alpha=0.1)],
+    "logits": [dict(temperature=1.0, alpha=0.5), dict(temperature=2.0, alpha=0.5), dict(temperature=4.0, alpha=0.5),
+               dict(temperature=4.0, alpha=0.9)],
     "hidden": [dict(hint_loss="cosine", hint_weight=1.0), dict(hint_loss="mse", hint_weight=1.0)],
     "attention": [dict(attention_weight=1.0), dict(attention_weight=4.0)],
 }

@@ -61,7 +61,7 @@ class ClassifierRecipe:
 
     Attributes:
         sequence_length: Tokens per passage (``[CLS]`` and ``[SEP]`` included).
-        train_stride: Words between training passages' starts (``None``: no overlap).
+        train_stride: Words between training passages' starts (31: half a passage; ``None``: no overlap).
         teacher_layers, student_layers, width, heads, intermediate: The BERT shapes.
         student_width, student_heads: The student's width and heads (``None``: the teacher's, so that the
             teacher's weights can be copied; a narrower student starts from its own random weights and its
@@ -77,21 +77,21 @@ class ClassifierRecipe:
     """
 
     sequence_length: int = 64
-    train_stride: int = None
+    train_stride: int = 31
     teacher_layers: int = 4
     student_layers: int = 1
     width: int = 128
     heads: int = 4
     intermediate: int = 256
-    student_width: int = None
-    student_heads: int = None
+    student_width: int = 32
+    student_heads: int = 2
     dropout: float = 0.1
     batch_size: int = 32
-    teacher_epochs: int = 8
+    teacher_epochs: int = 5
     student_epochs: int = 6
-    teacher_learning_rate: float = 5e-4
-    student_learning_rate: float = 5e-4
-    temperature: float = 2.0
+    teacher_learning_rate: float = 1e-3
+    student_learning_rate: float = 3e-3
+    temperature: float = 4.0
     alpha: float = 0.5
     hint_loss: str = "cosine"
     hint_weight: float = 1.0

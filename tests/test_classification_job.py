@@ -1,5 +1,6 @@
 """The text-classification job: passages held out by whole scenes, the student's start, the metrics, the command."""
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -19,7 +20,9 @@ from kdkeras.text import classification, classifier  # noqa: E402
 L = "abcdefghij"  # letters name plays, scenes and words (digits would be split off as punctuation)
 ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "MPLBACKEND": "Agg", "PATH": "/usr/bin:/bin"}
 TINY = classifier.ClassifierRecipe(sequence_length=16, teacher_layers=4, student_layers=1, width=16, heads=2,
-                                   intermediate=32, batch_size=16, teacher_epochs=1, student_epochs=1, dropout=0.0)
+                                   intermediate=32, student_width=16, student_heads=2, batch_size=16,
+                                   teacher_epochs=1, student_epochs=1, dropout=0.0, train_stride=None)
+NARROW = dataclasses.replace(TINY, student_width=8, student_heads=2)  # the job's kind of student: its own weights
 
 
 def _plays(tmp_path, n=3, scenes=6, lines=24, seed=0):
@@ -113,20 +116,23 @@ def test_a_student_with_every_teacher_layer_is_the_teacher_and_a_quarter_copies_
     assert np.abs(student.predict(x, verbose=0) - teacher.predict(x, verbose=0)).max() > 1e-5
     with pytest.raises(ValueError, match="source_layers"):
         classifier.student_from_teacher(teacher, 1, TINY, source_layers=[4])
+    narrow = [classifier.student_from_teacher(teacher, 1, NARROW) for _ in range(2)]
+    assert narrow[0].backbone.hidden_dim == 8 and narrow[0].backbone.num_heads == 2
+    for a, b in zip(narrow[0].get_weights(), narrow[1].get_weights()):  # seeded: the same start every time
+        np.testing.assert_array_equal(a, b)
 
 
 def test_methods_share_the_start_and_the_batches_so_zero_weighted_terms_change_nothing(tmp_path):
-    """With hint and attention weights 0, the logits and the inside-terms students end with the same weights; with
-    weight 1 the inside terms move them (so the equality says something)."""
-    import dataclasses
-
-    data = classifier.prepare(text.load_corpus(str(_plays(tmp_path))), TINY)
-    teacher = classifier.build_classifier(data.vocabulary.size, 3, 4, TINY, "teacher")
-    zero = dataclasses.replace(TINY, hint_weight=0.0, attention_weight=0.0)
+    """With hint and attention weights 0, the logits student (cached teacher logits) and the inside-terms student
+    (teacher online, a projection from width 8 to 16) end with the same weights; with weight 1 the inside terms
+    move them (so the equality says something)."""
+    data = classifier.prepare(text.load_corpus(str(_plays(tmp_path))), NARROW)
+    teacher = classifier.build_classifier(data.vocabulary.size, 3, 4, NARROW, "teacher")
+    zero = dataclasses.replace(NARROW, hint_weight=0.0, attention_weight=0.0)
     weights = {m: classifier.train_student(m, teacher, data, zero, verbose=0).model.get_weights()
                for m in ("logits", "attention")}
     assert max(float(np.abs(a - b).max()) for a, b in zip(weights["logits"], weights["attention"])) < 1e-5
-    moved = classifier.train_student("attention", teacher, data, TINY, verbose=0).model.get_weights()
+    moved = classifier.train_student("attention", teacher, data, NARROW, verbose=0).model.get_weights()
     assert max(float(np.abs(a - b).max()) for a, b in zip(weights["logits"], moved)) > 1e-4
 
 
@@ -183,6 +189,27 @@ def test_a_teacher_of_other_data_is_refused(tmp_path, capsys):
     assert code == 2 and "reuse a teacher trained by this job" in err, err
 
 
+def test_the_job_trains_every_method_and_writes_its_outputs(tmp_path):
+    args = train_classifier.build_parser().parse_args(["--data", str(_plays(tmp_path)), "--out", str(tmp_path / "o"),
+                                                       "--verbose", "0"])
+    train_classifier._check_args(args)
+    data = classifier.prepare(text.load_corpus(args.data), NARROW)
+    (tmp_path / "o").mkdir()
+    record = train_classifier.run(args, NARROW, data)
+    names = ["teacher"] + [train_classifier.LABELS[m] for m in train_classifier.METHODS]
+    assert list(record["models"]) == names and record["split"] == "test"
+    assert set(record["gap_closed"]) == set(names[2:])
+    for name in names[1:]:
+        m = record["models"][name]
+        assert 0 <= m["agreement"] <= 1 and m["kl_to_teacher"] >= 0 and m["parameters"] < \
+            record["models"]["teacher"]["parameters"]
+    for method in train_classifier.METHODS:
+        assert (tmp_path / "o" / f"student_{method}.keras").stat().st_size > 0
+    report = (tmp_path / "o" / "report.md").read_text()
+    assert "| student (logits + hidden + attention) |" in report and report.count("True play") == 4
+
+
+@pytest.mark.slow
 def test_the_job_runs_on_the_bundled_sample_and_writes_its_outputs(tmp_path):
     from kdkeras.cli import dispatch
 
@@ -199,3 +226,24 @@ def test_the_job_runs_on_the_bundled_sample_and_writes_its_outputs(tmp_path):
         assert (out / name).stat().st_size > 0
     student = keras.models.load_model(out / "student_attention.keras", compile=False)
     assert student.backbone.num_layers == 1
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (b"\xff\xfe\x00broken", "not UTF-8"),
+    (b"", "is empty"),
+    (b"a text without plays\n" * 100, "corpus of plays"),
+])
+def test_broken_data_files_are_refused_in_one_line_and_leave_no_run_folder(tmp_path, capsys, content, fragment):
+    data = tmp_path / "data.txt"
+    data.write_bytes(content)
+    assert train_classifier.main(["--data", str(data), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert fragment in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_out_that_is_a_file_is_refused_and_kept(tmp_path, capsys):
+    out = tmp_path / "taken"
+    out.write_text("keep me")
+    assert train_classifier.main(["--out", str(out)]) == 2
+    assert "is a file" in capsys.readouterr().err and out.read_text() == "keep me"

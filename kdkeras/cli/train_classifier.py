@@ -31,8 +31,8 @@ LABELS = {"hard": "student (hard labels)", "logits": "student (logits KD)", "hid
 def _defaults():
     # kdkeras.text.classifier imports TensorFlow; its defaults are repeated here so that --help stays fast, and
     # tests/test_classification_job.py checks that the two agree.
-    return dict(sequence_length=64, batch_size=32, teacher_epochs=5, student_epochs=6, temperature=4.0, alpha=0.5,
-                hint_loss="cosine", hint_weight=1.0, attention_weight=1.0, seed=0)
+    return dict(sequence_length=64, batch_size=32, teacher_epochs=5, student_epochs=6, temperature=1.0, alpha=0.5,
+                hint_loss="mse", hint_weight=1.0, attention_weight=1.0, seed=0)
 
 
 def build_parser():

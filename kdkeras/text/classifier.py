@@ -91,9 +91,9 @@ class ClassifierRecipe:
     student_epochs: int = 6
     teacher_learning_rate: float = 1e-3
     student_learning_rate: float = 3e-3
-    temperature: float = 4.0
+    temperature: float = 1.0
     alpha: float = 0.5
-    hint_loss: str = "cosine"
+    hint_loss: str = "mse"
     hint_weight: float = 1.0
     attention_weight: float = 1.0
     relation_heads: int = 4

@@ -70,6 +70,41 @@ def remove_if_new(path, new):
         shutil.rmtree(path, ignore_errors=True)
 
 
+def execute_job(args, prog, check_args, load_inputs, run, modules, resumable=True):
+    """Runs a main job from parsed arguments; returns the exit status.
+
+    ``check_args(args)`` checks the flags before TensorFlow is imported (and the
+    named ``modules`` with it); ``load_inputs(args)`` returns the tuple that
+    ``run(args, *inputs)`` takes, checked before the output folder is made. A
+    ``UserError`` exits 2 in one line (a new output folder is removed), a
+    ``TrainingFailed`` exits 1, an interrupt 130; a ``resumable`` job names
+    ``--resume --out`` in the last two.
+    """
+    try:
+        check_args(args)
+    except UserError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    import_tensorflow_quietly(*modules)
+    again = f"continue with --resume --out {args.out}." if resumable else ""
+    new = False
+    try:
+        inputs = load_inputs(args)
+        new = check_out(args.out)
+        run(args, *inputs)
+    except UserError as e:
+        remove_if_new(args.out, new)
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except TrainingFailed as e:
+        print(f"{prog}: error: {e}{' C' + again[1:] if again else ''}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted{'; ' + again if again else '.'}", file=sys.stderr)
+        return 130
+    return 0
+
+
 def check_tensorboard(args):
     """``--tensorboard`` needs the tensorboard package (an extra): a ``UserError`` before any training."""
     if args.tensorboard:

@@ -19,8 +19,7 @@ import os
 import sys
 import time
 
-from kdkeras.cli.common import (EXIT_USAGE, TrainingFailed, UserError, check_out, default_out,
-                                import_tensorflow_quietly, make_parser, refuse_a_file, remove_if_new)
+from kdkeras.cli.common import TrainingFailed, UserError, default_out, execute_job, make_parser, refuse_a_file
 
 DESCRIPTION = __doc__.split("\n\n")[0]
 METHODS = ("hard", "logits", "hidden", "attention")
@@ -72,28 +71,7 @@ def main(argv=None):
 
 def execute(args, prog="train_text_classifier"):
     """Runs the classification job with parsed arguments; returns the exit status."""
-    try:
-        _check_args(args)
-    except UserError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    import_tensorflow_quietly("kdkeras.text.classifier")
-    new = False
-    try:
-        recipe, data, teacher = _load_inputs(args)
-        new = check_out(args.out)
-        run(args, recipe, data, teacher)
-    except UserError as e:
-        remove_if_new(args.out, new)
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except TrainingFailed as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted.", file=sys.stderr)
-        return 130
-    return 0
+    return execute_job(args, prog, _check_args, _load_inputs, run, ("kdkeras.text.classifier",), resumable=False)
 
 
 def _check_args(args):

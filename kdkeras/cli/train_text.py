@@ -17,9 +17,8 @@ import os
 import sys
 import time
 
-from kdkeras.cli.common import (EXIT_USAGE, TrainingFailed, UserError, check_distillation_args, check_out, default_out,
-                                import_tensorflow_quietly, make_parser, refuse_a_file, remove_if_new,
-                                tensorboard_callbacks)
+from kdkeras.cli.common import (TrainingFailed, UserError, check_distillation_args, default_out, execute_job,
+                                make_parser, refuse_a_file, tensorboard_callbacks)
 
 DESCRIPTION = __doc__.split("\n\n")[0]
 
@@ -75,28 +74,7 @@ def main(argv=None):
 
 def execute(args, prog="train_text"):
     """Runs the text job with parsed arguments; returns the exit status."""
-    try:
-        _check_args(args)
-    except UserError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    import_tensorflow_quietly("kdkeras.text.experiment")
-    new = False
-    try:
-        recipe, corpus, teacher = _load_inputs(args)
-        new = check_out(args.out)
-        run(args, recipe, corpus, teacher)
-    except UserError as e:
-        remove_if_new(args.out, new)
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except TrainingFailed as e:
-        print(f"{prog}: error: {e} Continue with --resume --out {args.out}.", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted; continue with --resume --out {args.out}.", file=sys.stderr)
-        return 130
-    return 0
+    return execute_job(args, prog, _check_args, _load_inputs, run, ("kdkeras.text.experiment",))
 
 
 def _check_args(args):

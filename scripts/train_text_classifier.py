@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The text-classification job: which play is a passage from? A BERT teacher and a 1/4-depth student, four ways.
+"""The text-classification job: which play is a passage from? A BERT teacher and a 1/4-size student, four ways.
 
     python scripts/train_text_classifier.py                                         # the bundled eight plays
     python scripts/train_text_classifier.py --data ../shared/data/shakespeare.txt   # the 38 plays

@@ -22,7 +22,7 @@ from kdkeras.cli.common import (EXIT_USAGE, OneLineParser, UserError, check_out,
 SUBCOMMANDS = {
     "train-mnist": (train_mnist, "the MNIST main job: teacher, scratch student, distilled student"),
     "train-text": (train_text, "the language-model main job on text: teacher, scratch and distilled student"),
-    "train-classifier": (train_classifier, "the text-classification job: a BERT teacher, a 1/4-depth student, "
+    "train-classifier": (train_classifier, "the text-classification job: a BERT teacher, a 1/4-size student, "
                                            "four ways"),
     "distill": (distill, distill.HELP),
     "distill-lm": (distill_lm, distill_lm.HELP),

@@ -1,11 +1,11 @@
-"""The text-classification job: which play is a passage from? A BERT teacher and a 1/4-depth student, four ways.
+"""The text-classification job: which play is a passage from? A BERT teacher and a 1/4-size student, four ways.
 
 ``python scripts/train_text_classifier.py`` (or ``kdkeras train-classifier``)
 with no arguments works offline on the bundled sample of eight plays (eight
 classes); ``--data ../shared/data/shakespeare.txt`` classifies the 38 plays.
 Passages are held out by whole scenes. It trains a KerasHub BERT teacher from
-scratch, then a student with a quarter of its encoder layers, initialised from
-the teacher, four ways (hard labels; logits KD; logits + hidden-state hints;
+scratch, then a student with a quarter of its layers and of its width from one
+seeded start, four ways (hard labels; logits KD; logits + hidden-state hints;
 logits + hidden states + MiniLM attention relations), evaluates all on the test
 scenes (``--split validation`` to choose settings) and writes into ``--out``:
 ``teacher.keras``, ``student_<method>.keras``, ``vocabulary.json``,
@@ -170,7 +170,8 @@ def _train_stages(args, recipe, data, teacher):
         print(f"Teacher: {args.teacher} (reused)")
     models = {"teacher": teacher}
     for method in args.methods:
-        print(f"{LABELS[method]}: {recipe.student_layers} layer(s) from the teacher's, {recipe.student_epochs} epochs")
+        print(f"{LABELS[method]}: BERT, {recipe.student_layers} layer(s) x {recipe.student_width or recipe.width}, "
+              f"{recipe.student_epochs} epochs")
         start = time.time()
         result = classifier.train_student(method, teacher, data, recipe, verbose=verbose)
         if not all(_finite(v) for v in result.history.get("loss", [])):
@@ -238,7 +239,7 @@ def _report(args, recipe, data, table, timings, examples):
            f"({len(getattr(data, args.split)):,} passages of {recipe.sequence_length} tokens, whole scenes held out)",
            f"- teacher: BERT {recipe.teacher_layers} x {recipe.width}"
            f"{' (reused: ' + args.teacher + ')' if args.teacher else f', {recipe.teacher_epochs} epochs'}; students: "
-           f"{recipe.student_layers} layer(s) initialised from the teacher, {recipe.student_epochs} epochs each",
+           f"{recipe.student_layers} layer(s) x {recipe.student_width or recipe.width}, {recipe.student_epochs} epochs each",
            f"- distillation: T={recipe.temperature:g}, alpha={recipe.alpha:g}, hints {recipe.hint_loss} x "
            f"{recipe.hint_weight:g}, attention relations x {recipe.attention_weight:g}; seed {recipe.seed}",
            "- seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()), "", table, "",

@@ -1,16 +1,18 @@
-"""The text-classification job's stages: a BERT teacher, a 1/4-depth student, and four ways to train the student.
+"""The text-classification job's stages: a BERT teacher, a small student, and four ways to train the student.
 
 The models are KerasHub ``BertTextClassifier``s trained from scratch here (no
-download): the teacher with ``teacher_layers`` encoder layers, the student
-with a quarter of them, the same width, and its weights copied from the
-teacher where the shapes allow (embeddings, the chosen encoder layers, the
-pooler and the output layer: DistilBERT's initialisation). The student is then
-trained four ways from that same start, on the same batches:
+download). The teacher has ``teacher_layers`` encoder layers of width
+``width``; the job's student has a quarter of its layers and a quarter of its
+width (``student_layers``, ``student_width``). A student of the teacher's width
+takes the teacher's weights where the shapes allow (embeddings, evenly spaced
+encoder layers, the pooler and the output layer: DistilBERT's initialisation);
+a narrower one starts from its own seeded weights. The student is then trained
+four ways from that same start, on the same batches:
 
 - ``"hard"``: the labels only;
 - ``"logits"``: Hinton's KD (``alpha`` hard + ``1 - alpha`` KL at ``T``);
 - ``"hidden"``: logits KD plus hidden-state hints (each student layer's output,
-  projected, against the teacher layer of :func:`kdkeras.uniform_layer_map`;
+  projected, against the teacher layer of :func:`kdkeras.features.uniform_layer_map`;
   ``hint_loss`` per token, ``"cosine"`` as DistilBERT or ``"mse"`` as TinyBERT);
 - ``"attention"``: the same plus MiniLM-v2 self-attention relations between the
   same layer pairs.

@@ -265,6 +265,14 @@ def plot_trials(rows, objective="val_accuracy", path=None):
 _SHORT = {"temperature": "T", "alpha": "alpha", "learning_rate": "lr"}
 
 
+def _grouped_bars(ax, probabilities, order):
+    """One bar per model side by side at each of the entries ``order`` of its probabilities."""
+    width = 0.8 / len(probabilities)
+    for k, (color, (name, p)) in enumerate(zip(_COLORS * 4, probabilities.items())):
+        ax.bar(np.arange(len(order)) + (k - (len(probabilities) - 1) / 2) * width, p[order], width, color=color,
+               label=name)
+
+
 def plot_next_token_distributions(models, prompt_ids, decode, top=15, temperature=1.0, path=None):
     """Each language model's distribution of the next token after one prompt, as bars side by side.
 
@@ -296,10 +304,7 @@ def plot_next_token_distributions(models, prompt_ids, decode, top=15, temperatur
     labels = [repr(decode([int(i)]))[1:-1].replace("\\n", "⏎").replace(" ", "␣") or "?" for i in order]
     fig = _figure(figsize=(11, 4))
     ax = fig.subplots()
-    width = 0.8 / len(probabilities)
-    for k, (color, (name, p)) in enumerate(zip(_COLORS * 4, probabilities.items())):
-        ax.bar(np.arange(len(order)) + (k - (len(probabilities) - 1) / 2) * width, p[order], width, color=color,
-               label=name)
+    _grouped_bars(ax, probabilities, order)
     ax.set_xticks(np.arange(len(order)), labels)
     ax.set(ylabel="probability", xlabel=f"next character (the {top} most likely under {next(iter(models))})")
     ax.legend(fontsize=9)
@@ -337,10 +342,7 @@ def plot_class_probabilities(examples, top=5, path=None):
         truth = classes.index(ex["label"])
         if truth not in order:
             order.append(truth)
-        width = 0.8 / len(probabilities)
-        for k, (color, (name, p)) in enumerate(zip(_COLORS * 4, probabilities.items())):
-            ax.bar(np.arange(len(order)) + (k - (len(probabilities) - 1) / 2) * width, p[order], width, color=color,
-                   label=name)
+        _grouped_bars(ax, probabilities, order)
         ax.set_xticks(np.arange(len(order)), [classes[i] for i in order], fontsize=8)
         for tick, i in zip(ax.get_xticklabels(), order):
             tick.set_fontweight("bold" if i == truth else "normal")

@@ -148,6 +148,9 @@ def test_evaluate_matches_an_independent_numpy_reference(tmp_path):
     assert result["kl_to_teacher"] == pytest.approx(np.mean(np.sum(pt * np.log(pt / ps), -1)), rel=1e-4)
     assert result["agreement"] == pytest.approx(np.mean(zt.argmax(-1) == zs.argmax(-1)))
     assert result["accuracy"] == pytest.approx(np.mean(zs.argmax(-1) == data.test.labels))
+    given = classifier.evaluate(student, data.test, teacher_logits=zt)  # the teacher's logits computed once
+    assert given["kl_to_teacher"] == pytest.approx(result["kl_to_teacher"], rel=1e-5) and \
+        given["agreement"] == result["agreement"]
     rows = classifier.probabilities({"student": student}, data.test, [0, 2], data.classes, top=2)
     assert rows[1]["label"] == data.classes[data.test.labels[2]]
     assert rows[0]["models"]["student"][0][1] == pytest.approx(ps[0].max(), rel=1e-4)

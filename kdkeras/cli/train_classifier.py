@@ -197,8 +197,8 @@ def _write_outputs(args, recipe, data, models, histories, timings):
     from kdkeras.text import classifier
 
     passages = getattr(data, args.split)
-    teacher = models["teacher"]
-    metrics = {name: classifier.evaluate(m, passages, None if name == "teacher" else teacher)
+    teacher_logits = models["teacher"].predict(passages.inputs(), batch_size=256, verbose=0)  # once, not per student
+    metrics = {name: classifier.evaluate(m, passages, teacher_logits=None if name == "teacher" else teacher_logits)
                for name, m in models.items()}
     hard = metrics.get(LABELS["hard"])
     gaps = {name: gap_closed(metrics["teacher"]["accuracy"], hard["accuracy"], m["accuracy"])

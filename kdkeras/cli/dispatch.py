@@ -5,6 +5,7 @@
     kdkeras train-classifier [opts] the text-classification job (scripts/train_text_classifier.py)
     kdkeras distill [options]       your own teacher, student and data
     kdkeras distill-lm [options]    your own KerasHub language models (presets) and text
+    kdkeras generate [options]      a KerasHub teacher completes your prompts (sequence-level KD data)
     kdkeras cache-teacher [options] a KerasHub teacher's top-k of your text, on disk
     kdkeras tune [options]          choose T, alpha, loss and learning rate on validation data
 
@@ -14,7 +15,7 @@
 import argparse
 import sys
 
-from kdkeras.cli import cache_teacher, distill, distill_lm, train_classifier, train_mnist, train_text, tune
+from kdkeras.cli import cache_teacher, distill, distill_lm, generate, train_classifier, train_mnist, train_text, tune
 from kdkeras.cli.common import (EXIT_USAGE, OneLineParser, UserError, check_out, default_out,
                                 import_tensorflow_quietly, remove_if_new)
 
@@ -26,6 +27,7 @@ SUBCOMMANDS = {
                                            "four ways"),
     "distill": (distill, distill.HELP),
     "distill-lm": (distill_lm, distill_lm.HELP),
+    "generate": (generate, generate.HELP),
     "cache-teacher": (cache_teacher, cache_teacher.HELP),
     "tune": (tune, tune.HELP),
 }
@@ -54,7 +56,7 @@ def main(argv=None):
         except SystemExit as e:
             return e.code
     args = parser.parse_args(argv)
-    if args.command in ("train-mnist", "train-text", "train-classifier"):
+    if args.command in ("train-mnist", "train-text", "train-classifier", "generate"):
         return SUBCOMMANDS[args.command][0].execute(args, prog=f"kdkeras {args.command}")
     return run_own_data(args.command, args, argv)
 

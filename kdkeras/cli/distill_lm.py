@@ -26,7 +26,9 @@ def configure(p):
     p.add_argument("--student", required=True, metavar="PRESET|from-teacher:LAYERS",
                    help="a preset, or from-teacher:LAYERS (the teacher's architecture with LAYERS layers, "
                         "initialised from every k-th teacher layer)")
-    p.add_argument("--data", required=True, help="a .txt file, a folder of .txt files, or a .jsonl file")
+    p.add_argument("--data", required=True, action="append",
+                   help="a .txt file, a folder of .txt files, or a .jsonl file (text, or prompt/completion pairs "
+                        "such as kdkeras generate writes); give it more than once to mix sources")
     p.add_argument("--out", required=True, metavar="DIR", help="the run folder")
     p.add_argument("--steps", type=int, default=1000, help="optimizer steps")
     p.add_argument("--sequence-length", type=int, default=128, help="tokens per training window")

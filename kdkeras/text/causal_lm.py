@@ -131,27 +131,51 @@ class LMData(NamedTuple):
     documents: dict
 
 
-def lm_data(tokenizer, data, sequence_length, validation=None, seed=0):
-    """Reads ``data`` (and ``validation``), holds out documents, cuts both into token windows."""
-    documents = read_documents(data)
+def lm_data(tokenizer, data, sequence_length, validation=None, seed=0, start_ids=()):
+    """Reads ``data`` (one path or several) and ``validation``, holds out documents, cuts both into token windows.
+
+    Several ``data`` sources (your own text and a ``kdkeras generate`` file,
+    say) are read each in its own way and their windows joined; without
+    ``validation`` a seeded 5 % of each source's documents is held out.
+    ``start_ids`` go before each prompt of prompt/completion data (the start
+    token, where the model's preprocessor adds one).
+    """
+    sources = [data] if isinstance(data, (str, os.PathLike)) else list(data)
+    train, held = [], []
+    for source in sources:
+        documents = read_documents(source)
+        if validation is None:
+            part, out = hold_out(documents, seed=seed)
+            held.append(out)
+        else:
+            part = documents
+        train.append(part)
     if validation is not None:
-        train, held = documents, read_documents(validation, "--validation")
-    else:
-        train, held = hold_out(documents, seed=seed)
-    windows = [token_windows(tokenizer, d, sequence_length) for d in (train, held)]
+        held = [read_documents(validation, "--validation")]
+    windows = [_joined([token_windows(tokenizer, d, sequence_length, start_ids) for d in group])
+               for group in (train, held)]
     if not windows[0][2].any():
         raise ValueError("The training data give no token to learn from.")
-    return LMData(windows[0], windows[1], {"train": train.names, "held_out": held.names})
+    names = {"train": [n for d in train for n in d.names], "held_out": [n for d in held for n in d.names]}
+    return LMData(windows[0], windows[1], names)
 
 
-def token_windows(tokenizer, documents, sequence_length):
+def _joined(parts):
+    """Token windows of several sources as one ``(x, y, weights)``."""
+    if len(parts) == 1:
+        return parts[0]
+    x = {key: np.concatenate([p[0][key] for p in parts]) for key in parts[0][0]}
+    return x, np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])
+
+
+def token_windows(tokenizer, documents, sequence_length, start_ids=()):
     """``(x, y, weights)`` NumPy windows: ``x = {"token_ids", "padding_mask"}`` ``[n, L]``, ``y`` the next token.
 
     Each text document is its token ids followed by the end token, cut into
     windows of ``L + 1`` ids that overlap by one (every id is predicted once);
     the last window is padded with weight 0. A ``(prompt, completion)`` pair is
     one window, cut at ``L + 1`` ids, weighing only the positions that predict
-    the completion and its end token.
+    the completion and its end token; ``start_ids`` go before its prompt.
     """
     length = int(sequence_length)
     end = getattr(tokenizer, "end_token_id", None)
@@ -160,6 +184,7 @@ def token_windows(tokenizer, documents, sequence_length):
     for item in documents.items:
         if documents.paired:
             prompt, completion = (_ids(tokenizer, t) for t in item)
+            prompt = np.concatenate([np.asarray(start_ids, np.int64), prompt])
             ids = np.concatenate([prompt, completion, [end] if end is not None else []]).astype(np.int64)
             w = np.zeros(len(ids) - 1, np.float32)
             w[max(len(prompt) - 1, 0):] = 1.0

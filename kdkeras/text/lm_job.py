@@ -32,7 +32,7 @@ from kdkeras import evaluation, provenance
 from kdkeras.atomic import write_text
 from kdkeras.distiller import Distiller
 from kdkeras.experiment import RunState, fit_stage
-from kdkeras.text import causal_lm
+from kdkeras.text import causal_lm, generation
 
 __all__ = ["LMJob", "distil_and_report", "evaluate", "prepare", "samples"]
 
@@ -77,7 +77,8 @@ def prepare(settings):
     if len(sizes) > 1:
         vocabulary = int(tokenizer.vocabulary_size())
     Distiller(student, teacher, vocabulary_size=vocabulary)  # refuses tokenizers that disagree
-    data = causal_lm.lm_data(tokenizer, settings.data, settings.sequence_length, settings.validation, settings.seed)
+    data = causal_lm.lm_data(tokenizer, settings.data, settings.sequence_length, settings.validation, settings.seed,
+                             start_ids=generation.start_ids(teacher))
     cache = None
     if settings.teacher_cache:
         causal_lm.check_cache(settings.teacher_cache, teacher, settings)

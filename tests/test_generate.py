@@ -134,16 +134,21 @@ def test_top_k_then_top_p_renormalises_over_the_top_k():
 
 
 def test_draws_follow_the_softmax_and_do_not_depend_on_the_batch():
-    logits = np.log(np.asarray([[0.5, 0.3, 0.15, 0.05]], np.float32))
+    logits = np.log(np.asarray([[0.5, 0.3, 0.0001, 0.15, 0.0499]], np.float32))
     n = 20000
     tokens = generation.choose_tokens(tf.constant(np.repeat(logits, n, 0)), Sampling(seed=1), 1,
                                       tf.range(n), tf.zeros([n], tf.int32)).numpy()
-    frequencies = np.bincount(tokens, minlength=4) / n
-    np.testing.assert_allclose(frequencies, [0.5, 0.3, 0.15, 0.05], atol=0.015)
-    noise = generation.uniform_noise(7, tf.constant([3, 9, 4]), tf.constant([2, 2, 5]), 16).numpy()
-    alone = generation.uniform_noise(7, tf.constant([9]), tf.constant([2]), 16).numpy()
-    np.testing.assert_array_equal(noise[1], alone[0])
-    assert not np.array_equal(noise[0], noise[1]) and 0 < noise.min() and noise.max() < 1
+    frequencies = np.bincount(tokens, minlength=5) / n
+    np.testing.assert_allclose(frequencies, np.exp(logits[0]), atol=0.012)
+    truncated = generation.choose_tokens(tf.constant(np.repeat(logits, n, 0)), Sampling(seed=1, top_k=2), 1,
+                                         tf.range(n), tf.zeros([n], tf.int32)).numpy()
+    np.testing.assert_allclose(np.bincount(truncated, minlength=5) / n, [0.625, 0.375, 0, 0, 0], atol=0.012)
+    noise = generation.uniform_noise(7, tf.constant([3, 9, 4]), tf.constant([2, 2, 5])).numpy()
+    alone = generation.uniform_noise(7, tf.constant([9]), tf.constant([2])).numpy()
+    assert noise[1] == alone[0] and len(set(noise.tolist())) == 3
+    many = generation.uniform_noise(0, tf.range(50000), tf.zeros([50000], tf.int32)).numpy()
+    assert 0 < many.min() and many.max() < 1 and abs(many.mean() - 0.5) < 0.005
+    np.testing.assert_allclose(np.histogram(many, bins=10, range=(0, 1))[0] / 50000, 0.1, atol=0.006)
 
 
 def test_the_command_writes_shards_resumes_and_refuses_an_existing_out(preset, tmp_path, capsys):

@@ -37,7 +37,7 @@ import sys
 import time
 
 #: What every run shares.
-COMMON = ["--student", "from-teacher:1", "--steps", "800", "--batch-size", "16", "--sequence-length", "128",
+COMMON = ["--student", "from-teacher:1", "--steps", "600", "--batch-size", "16", "--sequence-length", "128",
           "--verbose", "0"]
 #: Generation: prompts of at most PROMPT_CHARS characters from your data, SAMPLES completions each.
 PROMPT_CHARS, NEW_TOKENS, PROMPTS, SAMPLES = 32, 95, 8000, 1

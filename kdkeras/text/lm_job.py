@@ -192,7 +192,9 @@ def distil_and_report(job, settings, command=""):
 
 
 def _jsonable(values):
-    return {k: v for k, v in values.items() if isinstance(v, (str, int, float, bool, type(None)))}
+    scalar = (str, int, float, bool, type(None))
+    return {k: v for k, v in values.items()
+            if isinstance(v, scalar) or (isinstance(v, list) and all(isinstance(i, scalar) for i in v))}
 
 
 def _samples_md(prompts, texts):

@@ -213,6 +213,30 @@ MUTATIONS = {
         "\n",
         ["tests/test_attention_transfer.py::test_relations_are_the_numpy_kl_per_query_over_real_keys"],
     ),
+    "top-p keeps the token that passes p (inclusive mass)": (
+        "text/generation.py",
+        "above = tf.cumsum(probabilities, axis=-1, exclusive=True)",
+        "above = tf.cumsum(probabilities, axis=-1)",
+        ["tests/test_generate.py::test_top_p_keeps_the_smallest_set_whose_mass_reaches_p"],
+    ),
+    "generate's draws keyed by the batch row": (
+        "text/generation.py",
+        "token = choose_tokens(logits, sampling, sampling.seed, samples, p - prompt)",
+        "token = choose_tokens(logits, sampling, sampling.seed, tf.range(tf.shape(samples)[0]), p - prompt)",
+        ["tests/test_generate.py::test_the_same_seed_writes_the_same_lines_whatever_the_batch_size"],
+    ),
+    "generate keeps the end token in the completion": (
+        "text/generation.py",
+        "texts = _detokenize(self.tokenizer, [m[:-1] if ended[i] else m for i, m in enumerate(made)])",
+        "texts = _detokenize(self.tokenizer, made)",
+        ["tests/test_generate.py::test_the_end_token_stops_a_sample_and_is_not_in_its_completion"],
+    ),
+    "generated pairs weigh their prompt tokens too": (
+        "text/causal_lm.py",
+        "            w[max(len(prompt) - 1, 0):] = 1.0",
+        "            w[:] = 1.0",
+        ["tests/test_generate.py::test_training_on_a_generated_file_weighs_the_completion_tokens_only"],
+    ),
 }
 
 

@@ -2,7 +2,8 @@
 
 Same model, batch, prompt length and sampler (random sampling at temperature 1; or top-k), strings in and
 strings out for both, side by side in one process: after a warm-up call of each (tracing), the two are
-timed in alternation for ``--rounds`` rounds and the medians compared. Tokens are the tokens each actually
+timed in alternation for ``--rounds`` rounds and the medians compared; twice, against KerasHub as it compiles by
+default (``jit_compile="auto"``: no XLA on a CPU-only machine) and with ``compile(jit_compile=True)``. Tokens are the tokens each actually
 generated (KerasHub's with ``stop_token_ids=None`` runs to the full length; kdkeras's stop at the end token,
 which these models rarely draw).
 
@@ -49,8 +50,6 @@ def measure(model, name, batch, prompt_chars, new_tokens, rounds, top_k):
     text = "Now, fair Hippolyta, our nuptial hour draws on apace; four happy days bring in another moon"
     prompts = [(text * 3)[i:i + prompt_chars] for i in range(batch)]  # the same length, different text
     length = len(generation.start_ids(model)) + max(len(model.preprocessor.tokenizer(p)) for p in prompts) + new_tokens
-    sampler = keras_hub.samplers.TopKSampler(k=top_k, seed=0) if top_k else keras_hub.samplers.RandomSampler(seed=0)
-    model.compile(sampler=sampler)
     sampling = generation.Sampling(max_new_tokens=new_tokens, top_k=top_k, seed=0)
 
     def ours():
@@ -61,21 +60,24 @@ def measure(model, name, batch, prompt_chars, new_tokens, rounds, top_k):
         model.generate(prompts, max_length=length, stop_token_ids=None)
         return batch * new_tokens
 
-    times = {"kdkeras": [], "keras_hub": []}
-    tokens = {"kdkeras": ours(), "keras_hub": theirs()}  # warm-up: tracing
-    for _ in range(rounds):
-        for key, fn in (("kdkeras", ours), ("keras_hub", theirs)):
-            start = time.perf_counter()
-            tokens[key] = fn()
-            times[key].append(time.perf_counter() - start)
-    rate = {k: tokens[k] / statistics.median(times[k]) for k in times}
     row = {"model": name, "vocabulary": int(model.backbone.vocabulary_size), "layers": int(model.backbone.num_layers),
            "width": int(model.backbone.hidden_dim), "batch": batch, "prompt_tokens": length - new_tokens,
-           "new_tokens": new_tokens, "sampler": f"top-{top_k}" if top_k else "random (temperature 1)",
-           "seconds": times, "tokens": tokens, "tokens_per_second": rate,
-           "ratio_kdkeras_over_keras_hub": rate["kdkeras"] / rate["keras_hub"]}
-    print(f"{name}: kdkeras {rate['kdkeras']:,.0f} tokens/s, KerasHub generate {rate['keras_hub']:,.0f} tokens/s "
-          f"-> {row['ratio_kdkeras_over_keras_hub']:.2f}x", flush=True)
+           "new_tokens": new_tokens, "sampler": f"top-{top_k}" if top_k else "random (temperature 1)"}
+    for label, jit in (("keras_hub", "auto"), ("keras_hub_xla", True)):
+        sampler = keras_hub.samplers.TopKSampler(k=top_k, seed=0) if top_k else keras_hub.samplers.RandomSampler(seed=0)
+        model.compile(sampler=sampler, jit_compile=jit)
+        times = {"kdkeras": [], label: []}
+        tokens = {"kdkeras": ours(), label: theirs()}  # warm-up: tracing
+        for _ in range(rounds):
+            for key, fn in (("kdkeras", ours), (label, theirs)):
+                start = time.perf_counter()
+                tokens[key] = fn()
+                times[key].append(time.perf_counter() - start)
+        rate = {k: tokens[k] / statistics.median(times[k]) for k in times}
+        row[f"against_{label}"] = {"seconds": times, "tokens": tokens, "tokens_per_second": rate,
+                                   "ratio": rate["kdkeras"] / rate[label]}
+        print(f"{name}: kdkeras {rate['kdkeras']:,.0f} tokens/s, KerasHub generate (jit_compile={jit}) "
+              f"{rate[label]:,.0f} tokens/s -> {rate['kdkeras'] / rate[label]:.2f}x", flush=True)
     return row
 
 

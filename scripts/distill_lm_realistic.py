@@ -9,8 +9,8 @@ optimizer steps (``kdkeras distill-lm`` runs):
 - ``kd``: token-level distillation on your data (the teacher's logits);
 - ``seqkd``: sequence-level distillation (Kim & Rush, 2016): fine-tuning on the teacher's completions of
   prompts taken from your data (``kdkeras generate``), ``--alpha 1``;
-- ``seqkd+kd``: your data and the generated text, with the teacher's logits on both ("Seq-KD + Word-KD");
-- ``defaults``: ``kdkeras distill-lm`` with your data and the generated text and no setting flag.
+- ``seqkd+kd``: the generated text (and your data), with the teacher's logits too ("Seq-KD + Word-KD");
+- ``defaults``: ``kdkeras distill-lm`` with the winner's data and no setting flag.
 
 Stages (each skips what is already done, so an interrupted run continues):
 
@@ -37,18 +37,19 @@ import sys
 import time
 
 #: What every run shares.
-COMMON = ["--student", "from-teacher:1", "--steps", "600", "--batch-size", "16", "--sequence-length", "128",
-          "--verbose", "0"]
+COMMON = ["--student", "from-teacher:1", "--batch-size", "16", "--sequence-length", "128", "--verbose", "0"]
 #: Generation: prompts of at most PROMPT_CHARS characters from your data, SAMPLES completions each.
-PROMPT_CHARS, NEW_TOKENS, PROMPTS, SAMPLES = 32, 95, 8000, 1
-#: Validation candidates: method -> {name: setting flags}.
+PROMPT_CHARS, NEW_TOKENS, PROMPTS, SAMPLES = 32, 95, 8000, 2
+#: Validation candidates: method -> {name: flags}; YOURS and GENERATED stand for the two data files.
+MINE, BOTH, GEN = ["--data", "YOURS"], ["--data", "YOURS", "--data", "GENERATED"], ["--data", "GENERATED"]
 CANDIDATES = {
-    "hard": {"alpha=1": ["--alpha", "1"]},
-    "kd": {"alpha=0,T=1": ["--alpha", "0", "--temperature", "1"],
-           "alpha=0.5,T=1": ["--alpha", "0.5", "--temperature", "1"]},
-    "seqkd": {"alpha=1": ["--alpha", "1"]},
-    "seqkd+kd": {"alpha=0,T=1": ["--alpha", "0", "--temperature", "1"],
-                 "alpha=0.5,T=1": ["--alpha", "0.5", "--temperature", "1"]},
+    "hard": {"alpha=1": MINE + ["--alpha", "1"]},
+    "kd": {f"alpha={a},T={t}": MINE + ["--alpha", a, "--temperature", t]
+           for a, t in (("0", "1"), ("0.5", "1"), ("0", "2"), ("0.5", "2"))},
+    "seqkd": {"generated,alpha=1": GEN + ["--alpha", "1"], "yours+generated,alpha=1": BOTH + ["--alpha", "1"]},
+    "seqkd+kd": {"generated,alpha=0,T=1": GEN + ["--alpha", "0", "--temperature", "1"],
+                 "yours+generated,alpha=0,T=1": BOTH + ["--alpha", "0", "--temperature", "1"],
+                 "yours+generated,alpha=0.5,T=1": BOTH + ["--alpha", "0.5", "--temperature", "1"]},
 }
 
 
@@ -58,11 +59,9 @@ def paths(root):
             "validation": os.path.join(root, "validation.txt"), "test": os.path.join(root, "test.txt")}
 
 
-def data_flags(method, p):
-    """The ``--data`` flags of a method: your text, the generated text, or both."""
-    return {"hard": ["--data", p["yours"]], "kd": ["--data", p["yours"]], "seqkd": ["--data", p["generated"]],
-            "seqkd+kd": ["--data", p["yours"], "--data", p["generated"]],
-            "defaults": ["--data", p["yours"], "--data", p["generated"]]}[method]
+def with_files(flags, p):
+    """``flags`` with YOURS and GENERATED replaced by the files."""
+    return [{"YOURS": p["yours"], "GENERATED": p["generated"]}.get(f, f) for f in flags]
 
 
 def line_starts(text):
@@ -109,10 +108,10 @@ def generate(args):
 def run(args, method, flags, split, seed, name):
     """One ``kdkeras distill-lm`` run (skipped when its metrics exist); returns its metrics."""
     p = paths(args.dir)
-    out = os.path.join(args.dir, "runs", split, f"{name}-s{seed}")
+    out = os.path.join(args.dir, "runs", split, f"{name}-steps{args.steps}-s{seed}")
     metrics = os.path.join(out, "metrics.json")
     if not os.path.exists(metrics):
-        command = ["kdkeras", "distill-lm", "--teacher", p["teacher"], *data_flags(method, p), *COMMON, *flags,
+        command = ["kdkeras", "distill-lm", "--teacher", p["teacher"], *with_files(flags, p), *COMMON, "--steps", str(args.steps),
                    "--validation", p[split], "--seed", str(seed), "--out", out]
         if os.path.isdir(out):
             command.append("--resume")
@@ -155,14 +154,17 @@ def select(args):
     for method, candidates in CANDIDATES.items():
         results[method] = {}
         for name, flags in candidates.items():
+            if args.only and f"{method}={name}" not in args.only:
+                continue
             metrics = run(args, method, flags, "validation", 0, f"{method}-{name}")
             results[method][name] = {"bits_per_byte": metrics["student_after"]["bits_per_byte"], "flags": flags,
                                      "teacher_bits_per_byte": metrics["teacher"]["bits_per_byte"]}
-        best[method] = min(results[method], key=lambda n: results[method][n]["bits_per_byte"])
+        if results[method]:
+            best[method] = min(results[method], key=lambda n: results[method][n]["bits_per_byte"])
     winner = min(best, key=lambda m: results[m][best[m]]["bits_per_byte"])
     record = {"what": "validation bits per byte of each candidate (seed 0); the lowest per method is chosen",
               "results": results, "chosen": best, "winner": {"method": winner, "setting": best[winner]},
-              "common_flags": COMMON}
+              "common_flags": COMMON + ["--steps", str(args.steps)]}
     write(args.json, record)
 
 
@@ -170,23 +172,31 @@ def test(args):
     with open(args.selection) as f:
         selection = json.load(f)
     methods = {m: CANDIDATES[m][s] for m, s in selection["chosen"].items()}
-    methods["defaults"] = []
+    winner = selection["winner"]
+    methods["defaults"] = [f for f in CANDIDATES[winner["method"]][winner["setting"]] if f in ("--data", "YOURS", "GENERATED")]
     per = {m: [] for m in methods}
-    teacher = None
-    for seed in args.seeds:
-        for method, flags in methods.items():
-            metrics = run(args, method, flags, "test", seed, method)
-            teacher = metrics["teacher"]["bits_per_byte"]
-            per[method].append({"seed": seed, "bits_per_byte": metrics["student_after"]["bits_per_byte"],
-                                "kl_to_teacher": metrics["student_after"]["kl_to_teacher"],
-                                "teacher_logprob_of_samples": metrics["teacher_logprob_of_samples"],
-                                "training_seconds": metrics["training_seconds"], "command": metrics["command"],
-                                "student_before": metrics["student_before"]["bits_per_byte"]})
+    teacher = parameters = None
+    order = [(seed, m) for seed in args.seeds for m in methods if m != "defaults"] + \
+            [(seed, "defaults") for seed in args.seeds]  # the defaults last: they repeat the winner's settings
+    for seed, method in order:
+        done = os.path.exists(os.path.join(args.dir, "runs", "test", f"{method}-steps{args.steps}-s{seed}",
+                                           "metrics.json"))
+        if args.no_run and not done:
+            continue
+        metrics = run(args, method, methods[method], "test", seed, method)
+        teacher, parameters = metrics["teacher"]["bits_per_byte"], metrics["parameters"]
+        per[method].append({"seed": seed, "bits_per_byte": metrics["student_after"]["bits_per_byte"],
+                            "kl_to_teacher": metrics["student_after"]["kl_to_teacher"],
+                            "teacher_logprob_of_samples": metrics["teacher_logprob_of_samples"],
+                            "training_seconds": metrics["training_seconds"], "command": metrics["command"],
+                            "student_before": metrics["student_before"]["bits_per_byte"]})
+    per = {m: rows for m, rows in per.items() if rows}
     hard = statistics.mean(r["bits_per_byte"] for r in per["hard"])
     out = {}
     for method, rows in per.items():
         mean = statistics.mean(r["bits_per_byte"] for r in rows)
-        out[method] = {"bits_per_byte": {"per_seed": [r["bits_per_byte"] for r in rows], "mean": mean},
+        out[method] = {"seeds": [r["seed"] for r in rows],
+                       "bits_per_byte": {"per_seed": [r["bits_per_byte"] for r in rows], "mean": mean},
                        "gap_closed": (hard - mean) / (hard - teacher),
                        "teacher_logprob_of_samples": statistics.mean(r["teacher_logprob_of_samples"] for r in rows),
                        "settings": selection["chosen"].get(method, "no setting flag"), "runs": rows}
@@ -200,8 +210,9 @@ def test(args):
                       "(hard - teacher) on the means", "seeds": args.seeds,
               "teacher": {"bits_per_byte": teacher, "parameters": made["parameters"], "training_seconds": made["seconds"],
                           "command": made["command"]},
+              "student": {"spec": "from-teacher:1", "parameters": parameters["student"]},
               "your_data": extra["yours"], "generation": extra["generated"], "methods": out,
-              "common_flags": COMMON, "date": time.strftime("%Y-%m-%d"), "machine": made["provenance"]["machine"]}
+              "common_flags": COMMON + ["--steps", str(args.steps)], "date": time.strftime("%Y-%m-%d"), "machine": made["provenance"]["machine"]}
     write(args.json, record)
     for method, row in out.items():
         print(f"{method:10s} {row['bits_per_byte']['mean']:.4f}  gap closed {row['gap_closed']:+.1%}  "
@@ -222,6 +233,9 @@ def main(argv=None):
     p.add_argument("--json", help="the result file (select, test)")
     p.add_argument("--selection", help="select's result file (test)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--steps", type=int, default=1000, help="optimizer steps of every run")
+    p.add_argument("--no-run", action="store_true", help="test: summarise the finished runs only")
+    p.add_argument("--only", nargs="+", metavar="METHOD=SETTING", help="select: run only these candidates")
     p.add_argument("--verbose", type=int, default=1)
     args = p.parse_args(argv)
     {"prepare": prepare, "generate": generate, "select": select, "test": test}[args.stage](args)

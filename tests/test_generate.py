@@ -266,3 +266,27 @@ def test_bad_input_exits_2_in_one_line_and_writes_nothing(preset, tmp_path, caps
     err = capsys.readouterr().err.strip()
     assert status == 2 and message in err and len(err.splitlines()) == 1
     assert sorted(os.listdir(tmp_path)) == [prompts.name]
+
+
+def test_a_missing_teacher_exits_2_and_writes_nothing(tmp_path, capsys):
+    (tmp_path / "prompts.txt").write_text("Hark\n")
+    status = main(["generate", "--teacher", str(tmp_path / "nowhere"), "--prompts", str(tmp_path / "prompts.txt"),
+                   "--out", str(tmp_path / "gen.jsonl"), "--verbose", "0"])
+    assert status == 2 and "is not a preset" in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == ["prompts.txt"]
+
+
+@pytest.mark.slow
+def test_distill_lm_trains_on_your_text_and_a_generated_file_together(preset, tmp_path):
+    (tmp_path / "mine.txt").write_text("To be or not to be, that is the question.\n" * 20)
+    generated = tmp_path / "gen.jsonl"
+    assert main(["generate", "--teacher", str(preset), "--prompts", str(tmp_path / "mine.txt"), "--out",
+                 str(generated), "--max-new-tokens", "8", "--verbose", "0"]) == 0
+    out = tmp_path / "run"
+    assert main(["distill-lm", "--teacher", str(preset), "--student", "from-teacher:1", "--data",
+                 str(tmp_path / "mine.txt"), "--data", str(generated), "--validation", str(tmp_path / "mine.txt"),
+                 "--out", str(out), "--steps", "4", "--sequence-length", "32", "--batch-size", "4",
+                 "--verbose", "0"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["settings"]["data"] == [str(tmp_path / "mine.txt"), str(generated)]
+    assert len(metrics["documents"]["train"]) == 1 + 20  # one text document and twenty generated pairs

@@ -13,6 +13,10 @@
 - :func:`build_gpt`: a GPT-style causal language model in plain Keras layers.
 - :func:`generate`: seeded sampling of continuations.
 
+Sequence-level distillation data: :mod:`kdkeras.text.generation` (the
+teacher completes prompts on its KV cache; ``kdkeras generate``), with
+:func:`complete_prompts` (its ``generate``) and :class:`Sampling` here.
+
 The text-classification job (which play is a passage from?) lives in
 :mod:`kdkeras.text.classification` (passages held out by whole scenes, a word
 vocabulary; no TensorFlow) and :mod:`kdkeras.text.classifier` (the KerasHub
@@ -29,6 +33,8 @@ from kdkeras.text.corpus import (
     split_corpus,
     split_plays,
 )
+from kdkeras.text.generation import Sampling, read_prompts
+from kdkeras.text.generation import generate as complete_prompts
 from kdkeras.text.models import PositionEmbedding, build_gpt, generate
 from kdkeras.text.windows import windows
 
@@ -36,11 +42,14 @@ __all__ = [
     "CharVocabulary",
     "Corpus",
     "PositionEmbedding",
+    "Sampling",
     "SAMPLE_PLAYS",
     "build_gpt",
+    "complete_prompts",
     "generate",
     "held_out_positions",
     "load_corpus",
+    "read_prompts",
     "sample_path",
     "split_corpus",
     "split_plays",

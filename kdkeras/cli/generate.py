@@ -40,7 +40,7 @@ def configure(p):
 
 
 def check_args(args):
-    """Every flag and the prompts, before the teacher is loaded; returns ``(Sampling, Prompts)``."""
+    """Every flag, the prompts and ``--out``, before the teacher is loaded; returns ``(Sampling, Prompts, state)``."""
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be a positive integer; received {args.batch_size}.")
     if not args.out.endswith(".jsonl"):
@@ -48,32 +48,29 @@ def check_args(args):
     if os.path.isdir(args.out):
         raise UserError(f"--out {args.out!r} is a folder: give a .jsonl file name.")
     import_tensorflow_quietly("kdkeras.text.generation")
-    from kdkeras.text.generation import Sampling, read_prompts
+    from kdkeras.text.generation import Sampling, output_state, read_prompts
 
     try:
         sampling = Sampling(max_new_tokens=args.max_new_tokens, samples_per_prompt=args.samples_per_prompt,
                             temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, seed=args.seed)
         prompts = read_prompts(args.prompts)
+        state = output_state(args.out, args.resume)
     except ValueError as e:
         raise UserError(str(e)) from None
-    exists = [p for p in (args.out, args.out + ".parts") if os.path.exists(p)]
-    if exists and not args.resume:
-        raise UserError(f"--out {args.out!r} exists{' (an interrupted run)' if exists[0].endswith('.parts') else ''}: "
-                        "pass --resume to continue it, or give another --out.")
-    return sampling, prompts
+    return sampling, prompts, state
 
 
-def run(args, sampling, prompts):
+def run(args, sampling, prompts, state):
     """Loads the teacher, generates, writes ``--out``; prints a summary."""
     from kdkeras.text import causal_lm, generation
 
+    if state == "complete":
+        print(f"{args.out} is complete: nothing to do.")
+        return
     try:
         teacher = causal_lm.load_causal_lm(args.teacher)
     except ValueError as e:
         raise UserError(str(e)) from None
-    if args.resume and os.path.exists(args.out) and not os.path.exists(args.out + ".parts"):
-        print(f"{args.out} is complete: nothing to do.")
-        return
     start = time.time()
     try:
         generation.generate(teacher, prompts, out=args.out, sampling=sampling, batch_size=args.batch_size,

@@ -38,7 +38,7 @@ from kdkeras.text.corpus import load_corpus
 MANIFEST = "manifest.json"
 
 __all__ = ["MANIFEST", "Documents", "LMData", "bytes_per_token", "check_cache", "check_sequence_length", "fingerprint", "load_cache", "hold_out", "load_causal_lm", "lm_data",
-           "merge_lora", "read_documents", "student_from_teacher", "token_windows"]
+           "merge_lora", "read_documents", "student_from_teacher", "texts_ids", "token_windows"]
 
 
 class Documents(NamedTuple):
@@ -181,20 +181,22 @@ def token_windows(tokenizer, documents, sequence_length, start_ids=()):
     end = getattr(tokenizer, "end_token_id", None)
     pad = getattr(tokenizer, "pad_token_id", None) or 0
     rows, weights = [], []
-    for item in documents.items:
-        if documents.paired:
-            prompt, completion = (_ids(tokenizer, t) for t in item)
+    if documents.paired:
+        prompts = texts_ids(tokenizer, [p for p, _ in documents.items])
+        completions = texts_ids(tokenizer, [c for _, c in documents.items])
+        for prompt, completion in zip(prompts, completions):
             prompt = np.concatenate([np.asarray(start_ids, np.int64), prompt])
             ids = np.concatenate([prompt, completion, [end] if end is not None else []]).astype(np.int64)
             w = np.zeros(len(ids) - 1, np.float32)
             w[max(len(prompt) - 1, 0):] = 1.0
             rows.append(ids[:length + 1])
             weights.append(w[:length])
-            continue
-        ids = np.concatenate([_ids(tokenizer, item), [end] if end is not None else []]).astype(np.int64)
-        for start in range(0, max(len(ids) - 1, 1), length):
-            rows.append(ids[start:start + length + 1])
-            weights.append(np.ones(len(rows[-1]) - 1, np.float32))
+    else:
+        for text in texts_ids(tokenizer, documents.items):
+            ids = np.concatenate([text, [end] if end is not None else []]).astype(np.int64)
+            for start in range(0, max(len(ids) - 1, 1), length):
+                rows.append(ids[start:start + length + 1])
+                weights.append(np.ones(len(rows[-1]) - 1, np.float32))
     n = len(rows)
     ids = np.full((n, length + 1), pad, np.int32)
     w = np.zeros((n, length), np.float32)
@@ -207,17 +209,26 @@ def token_windows(tokenizer, documents, sequence_length, start_ids=()):
     return {"token_ids": ids[:, :-1], "padding_mask": mask}, ids[:, 1:], w
 
 
-def _ids(tokenizer, text):
-    """Token ids of a text, tokenized line by line (a whole book in one call is slow for BPE)."""
-    lines = text.splitlines(keepends=True) or [""]
-    out = []
+def texts_ids(tokenizer, texts):
+    """Token ids of each text (``[n]`` int64 arrays), tokenized line by line, 4,096 lines a call.
+
+    A whole book in one call is slow for BPE; lines of every text share the
+    calls, so many short texts (prompts) cost few calls. ``kdkeras generate``
+    tokenizes its prompts with this function too, so training windows see the
+    ids that generation conditioned on.
+    """
+    lines, owners = [], []
+    for i, text in enumerate(texts):
+        parts = text.splitlines(keepends=True) or [""]
+        lines.extend(parts)
+        owners.extend([i] * len(parts))
+    out = [[] for _ in texts]
     for start in range(0, len(lines), 4096):
-        ragged = tokenizer(lines[start:start + 4096])
-        if hasattr(ragged, "flat_values"):
-            out.append(np.asarray(ragged.flat_values).reshape(-1))
-        else:  # a list of lists (KerasHub gives Python lists for Python inputs)
-            out.extend(np.asarray(row, np.int64).reshape(-1) for row in ragged)
-    return np.concatenate(out) if out else np.zeros([0], np.int64)
+        rows = tokenizer(lines[start:start + 4096])
+        rows = rows.to_list() if hasattr(rows, "to_list") else rows  # KerasHub gives lists for Python inputs
+        for owner, row in zip(owners[start:start + 4096], rows):
+            out[owner].append(np.asarray(row, np.int64).reshape(-1))
+    return [np.concatenate(parts) if parts else np.zeros([0], np.int64) for parts in out]
 
 
 def bytes_per_token(tokenizer, vocabulary):

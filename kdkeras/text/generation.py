@@ -41,8 +41,9 @@ import numpy as np
 import tensorflow as tf
 
 from kdkeras.atomic import write_text
+from kdkeras.text.causal_lm import texts_ids
 
-__all__ = ["Prompts", "Sampling", "generate", "read_prompts", "score", "start_ids", "truncate_logits", "uniform_noise"]
+__all__ = ["Prompts", "Sampling", "generate", "output_state", "read_prompts", "score", "start_ids", "truncate_logits", "uniform_noise"]
 
 #: Fields that :func:`generate` writes on each line (a prompt record's own fields of these names are replaced).
 FIELDS = ("prompt", "completion", "sample", "tokens", "ended", "mean_logprob")
@@ -212,7 +213,7 @@ def choose_tokens(logits, sampling, seed, samples, positions):
 class _Decoder:
     """One compiled decode loop of a KerasHub ``CausalLM`` for fixed ``[batch, length]`` buffers."""
 
-    def __init__(self, model, sampling, vocabulary, end_token_id, jit_compile=False):
+    def __init__(self, model, sampling, vocabulary, end_token_id, jit_compile):
         self.model, self.sampling, self.vocabulary, self.end = model, sampling, vocabulary, end_token_id
         self.run = tf.function(self._decode, jit_compile=jit_compile, reduce_retracing=True)
 
@@ -260,14 +261,6 @@ def _decoder(model, sampling, vocabulary, end, jit_compile):
     return kept[1]
 
 
-def _tokenize(tokenizer, texts):
-    """Token ids of each text (a list of int lists)."""
-    out = tokenizer(list(texts))
-    if hasattr(out, "to_list"):
-        out = out.to_list()
-    return [np.asarray(row, np.int64).reshape(-1).tolist() for row in out]
-
-
 def start_ids(model):
     """``[start_token_id]`` where the model's preprocessor adds a start token (KerasHub's ``generate`` does), else ``[]``."""
     preprocessor = getattr(model, "preprocessor", None)
@@ -291,7 +284,7 @@ def prompt_token_ids(model, records, max_new_tokens, lines=None):
     """
     tokenizer = model.preprocessor.tokenizer
     start = start_ids(model)
-    ids = [start + row for row in _tokenize(tokenizer, [r["prompt"] for r in records])]
+    ids = [start + row.tolist() for row in texts_ids(tokenizer, [r["prompt"] for r in records])]
     limit = getattr(model.backbone, "max_sequence_length", None)
     for line, row in zip(lines or range(1, len(ids) + 1), ids):
         if limit is not None and len(row) + max_new_tokens > int(limit):
@@ -346,6 +339,7 @@ def generate(teacher, prompts, out=None, sampling=Sampling(), batch_size=32, res
     shards = range(0, plan.total, shard_samples)
     bar = _progress(plan.total, verbose)
     lines, done, tokens, start = [], 0, 0, time.time()
+    k = sampling.samples_per_prompt
     for shard, first in enumerate(shards):
         count = min(shard_samples, plan.total - first)
         path = None if parts is None else os.path.join(parts, f"shard-{shard:05d}.jsonl")
@@ -355,7 +349,6 @@ def generate(teacher, prompts, out=None, sampling=Sampling(), batch_size=32, res
         rows = []
         for sample, row in plan.samples(first, count):
             tokens += row["tokens"]
-            k = sampling.samples_per_prompt
             rows.append(_record(records[sample // k], sample % k, row))
             done += 1
             if bar is not None and done % batch_size == 0:
@@ -383,7 +376,7 @@ def _record(source, sample, row):
 class _Plan:
     """Samples in order (prompt ``i``'s ``K`` samples are ``i*K .. i*K+K-1``), decoded in padded batches."""
 
-    def __init__(self, model, ids, sampling, batch_size, jit_compile=False):
+    def __init__(self, model, ids, sampling, batch_size, jit_compile):
         self.model, self.ids, self.sampling, self.batch = model, ids, sampling, int(batch_size)
         self.total = len(ids) * sampling.samples_per_prompt
         self.length = max(len(r) for r in ids) + sampling.max_new_tokens
@@ -433,23 +426,34 @@ def _manifest(records, ids, sampling, teacher, shard_samples):
             "shard_samples": shard_samples}
 
 
+def output_state(out, resume):
+    """Where a run writing ``out`` starts: ``"new"``, ``"resume"`` (its parts exist) or ``"complete"`` (``out`` exists).
+
+    Raises ``ValueError`` for an existing ``out`` or parts without ``resume``.
+    """
+    out = os.fspath(out)
+    for path, state, what in ((out + ".parts", "resume", " (an interrupted run)"), (out, "complete", "")):
+        if os.path.exists(path):
+            if not resume:
+                raise ValueError(f"--out {out!r} exists{what}: pass --resume to continue it, or give another --out.")
+            return state
+    return "new"
+
+
 def _prepare_parts(out, records, ids, sampling, teacher, resume, shard_samples):
     """The shard folder of ``out``: new, or (``resume``) an existing one made with the same settings."""
     out = os.fspath(out)
     parts = out + ".parts"
     manifest = json.loads(json.dumps(_manifest(records, ids, sampling, teacher, shard_samples), default=str))
-    if not resume:
-        if os.path.exists(out) or os.path.exists(parts):
-            raise ValueError(f"--out {out!r} exists{' (an interrupted run)' if os.path.exists(parts) else ''}: "
-                             "pass --resume to continue it, or another --out.")
-    elif os.path.exists(parts):
+    state = output_state(out, resume)
+    if state == "complete":
+        raise ValueError(f"--resume: {out!r} is already complete; give another --out to generate again.")
+    if state == "resume":
         with open(os.path.join(parts, "manifest.json")) as f:
             if json.load(f) != manifest:
                 raise ValueError(f"--resume: {parts!r} was made with other prompts, settings or teacher; "
                                  "give another --out.")
         return parts
-    elif os.path.exists(out):
-        raise ValueError(f"--resume: {out!r} is already complete; give another --out to generate again.")
     os.makedirs(parts)
     write_text(os.path.join(parts, "manifest.json"), json.dumps(manifest, indent=1) + "\n")
     return parts
@@ -477,8 +481,8 @@ def score(model, pairs, batch_size=32):
     """
     tokenizer = model.preprocessor.tokenizer
     start = start_ids(model)
-    prompts = _tokenize(tokenizer, [p for p, _ in pairs])
-    completions = _tokenize(tokenizer, [c for _, c in pairs])
+    prompts = [p.tolist() for p in texts_ids(tokenizer, [p for p, _ in pairs])]
+    completions = [c.tolist() for c in texts_ids(tokenizer, [c for _, c in pairs])]
     rows = [start + p + c for p, c in zip(prompts, completions)]
     length = max(len(r) for r in rows)
     pad = int(getattr(tokenizer, "pad_token_id", None) or 0)

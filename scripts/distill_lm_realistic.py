@@ -206,6 +206,13 @@ def test(args):
     for name in ("yours.json", "generated.json"):
         with open(os.path.join(args.dir, name)) as f:
             extra[name.split(".")[0]] = json.load(f)
+    with open(paths(args.dir)["generated"], encoding="utf-8") as f:
+        samples = [json.loads(line) for line in f]
+    tokens = sum(r["tokens"] for r in samples)
+    extra["generated"].update({"samples": len(samples), "tokens": tokens,
+                               "tokens_per_second": tokens / extra["generated"]["seconds"],
+                               "ended": sum(r["ended"] for r in samples),
+                               "mean_logprob": statistics.mean(r["mean_logprob"] for r in samples)})
     record = {"what": "held-out (test plays) bits per byte of distill-lm students; gap_closed = (hard - method) / "
                       "(hard - teacher) on the means", "seeds": args.seeds,
               "teacher": {"bits_per_byte": teacher, "parameters": made["parameters"], "training_seconds": made["seconds"],

@@ -233,7 +233,7 @@ class Distiller(SoftTargetVariables, keras.Model):
             # Compute losses: alpha * hard-label loss + (1 - alpha) * T² KL (+ any extra terms)
             batch = DistillationBatch(y, sample_weight, teacher_logits, student_logits, teacher_features,
                                       student_features, hard_label_weight, language.default_token_weights(x, None))
-            losses = self.term_values(batch)
+            losses = self.term_values(batch, training=True)
             scaled_loss = self.optimizer.scale_loss(losses.gradient_loss)
         # Compute gradients
         gradients = tape.gradient(scaled_loss, self.trainable_variables)
@@ -252,14 +252,18 @@ class Distiller(SoftTargetVariables, keras.Model):
         sample_weight = self._weights(x, sample_weight, student_logits)
         batch = DistillationBatch(y, sample_weight, teacher_logits, student_logits, teacher_features, student_features,
                                   token_weights=language.default_token_weights(x, None))
-        self._update_trackers(self.term_values(batch), batch)
+        self._update_trackers(self.term_values(batch, training=False), batch)
         return self._step_logs(x, y, student_logits, sample_weight)
 
-    def term_values(self, batch):
+    def term_values(self, batch, training=True):
         """Every term of the loss on one batch; returns :class:`kdkeras.terms.TermValues`.
 
         (Not Keras' ``compute_loss``: this returns every weighted term, their
         total and the values the metrics need, for one local batch.)
+        Differentiate ``gradient_loss``: for language models the token-level
+        terms' gradient is formed in the forward pass over chunks of tokens
+        (``training=True``, at the optimizer's loss scale), and ``total`` and
+        ``means`` carry none.
 
         The terms are the hard-label loss (weight ``alpha``), the distillation
         loss (weight ``1 - alpha``) and any extra ``loss_terms``, in that order.
@@ -276,8 +280,9 @@ class Distiller(SoftTargetVariables, keras.Model):
                 checks.check_logit_shapes(_vocabulary_shape(teacher_logits, vocabulary),
                                           _vocabulary_shape(student_logits, vocabulary))
             labels = checks.checked_labels(batch.labels, vocabulary, self.jit_compile)
+            scale = self.optimizer.scale_loss(tf.constant(1.0)) if training and self.optimizer is not None else None
             return token_chunks.reduce_token_terms(self._terms, batch._replace(labels=labels), chunk,
-                                                   self.vocabulary_size)
+                                                   self.vocabulary_size, loss_scale=scale, gradient=training)
         student_logits = self._vocabulary(tf.cast(student_logits, tf.float32))
         if not isinstance(teacher_logits, TopKTeacher):
             teacher_logits = self._vocabulary(teacher_logits)

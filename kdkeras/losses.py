@@ -53,6 +53,8 @@ __all__ = [
     "keras_loss_on_soft_targets",
     "decoupled_kd",
     "takes_labels",
+    "kl_divergence_and_gradient",
+    "cross_entropy_and_gradient",
     "get",
     "register",
     "available",
@@ -87,6 +89,38 @@ def kl_divergence(teacher_logits, student_logits, temperature):
     """
     log_pt, log_ps, t = _softened(teacher_logits, student_logits, temperature)
     return _scaled_kl(log_pt, log_ps, t)
+
+
+def kl_divergence_and_gradient(teacher_logits, student_logits, temperature):
+    """:func:`kl_divergence` and its gradient with respect to the student logits, in one pass.
+
+    Returns ``(values [...], T * (softmax(z_s / T) - softmax(z_t / T)) [..., V])``,
+    float32, for full teacher logits. The fused language-model head forms the
+    gradient in the forward pass with it (:mod:`kdkeras.token_chunks`).
+    """
+    zt, zs, t = _as_float32(teacher_logits, student_logits, temperature)
+    log_pt, log_ps = tf.nn.log_softmax(zt / t, axis=-1), tf.nn.log_softmax(zs / t, axis=-1)
+    p_t, p_s = tf.exp(log_pt), tf.exp(log_ps)
+    kl = tf.reduce_sum(tf.where(tf.equal(p_t, 0.0), tf.zeros_like(p_t), p_t * (log_pt - log_ps)), axis=-1)
+    return tf.maximum(tf.square(t) * kl, 0.0), t * (p_s - p_t)
+
+
+def cross_entropy_and_gradient(labels, logits):
+    """Sparse cross-entropy on logits ``logsumexp(z) - z_y`` and its gradient ``softmax(z) - onehot(y)``.
+
+    ``labels`` ``[...]`` integer ids in ``[0, V)``, ``logits`` ``[..., V]``;
+    both results float32.
+    """
+    z = tf.cast(logits, tf.float32)
+    shape = tf.shape(z)
+    flat = tf.reshape(z, [-1, shape[-1]])
+    ids = tf.reshape(tf.cast(labels, tf.int32), [-1])
+    rows = tf.range(tf.shape(ids)[0])
+    log_p = tf.nn.log_softmax(flat, axis=-1)
+    picked = tf.stack([rows, ids], axis=1)
+    values = -tf.gather_nd(log_p, picked)
+    gradient = tf.tensor_scatter_nd_sub(tf.exp(log_p), picked, tf.ones_like(values))
+    return tf.reshape(values, shape[:-1]), tf.reshape(gradient, shape)
 
 
 def reverse_kl_divergence(teacher_logits, student_logits, temperature):

@@ -161,6 +161,17 @@ class LossTerm:
         """Returns the term's values for a :class:`DistillationBatch` (float32)."""
         raise NotImplementedError(f"{type(self).__name__} must implement call(batch).")
 
+    def logit_gradient(self, batch):
+        """A chunkable term's closed form, or ``None`` (the default: autodiff differentiates :meth:`call`).
+
+        Returns ``(values, gradient)`` for a one-chunk batch: the ``[1, chunk]``
+        values, float32, and ``[1, chunk, V]``, each token's value
+        differentiated with respect to its own row of student logits. Computed
+        in the forward pass over chunks (:mod:`kdkeras.token_chunks`), it saves
+        autodiff's passes over the logits.
+        """
+        return None
+
     def __call__(self, batch):
         return tf.cast(self.call(batch), tf.float32)
 
@@ -199,6 +210,15 @@ class StudentLoss(LossTerm):
         super().__init__(name, weight)
         self.loss_fn = loss_fn
 
+    def logit_gradient(self, batch):
+        """Sparse cross-entropy on logits: ``logsumexp(z) - z_y``, gradient ``softmax(z) - onehot(y)``."""
+        if not _is_sparse_cross_entropy_on_logits(self.loss_fn):
+            return None
+        values, gradient = losses_module.cross_entropy_and_gradient(batch.labels, batch.student_logits)
+        if isinstance(batch.hard_label_weight, float) and batch.hard_label_weight == 1.0:
+            return values, gradient
+        return values * batch.hard_label_weight, gradient * batch.hard_label_weight
+
     def call(self, batch):
         if is_token_level(batch.student_logits):
             values = self.loss_fn.call(batch.labels, batch.student_logits) if isinstance(
@@ -232,11 +252,27 @@ class SoftTargetLoss(LossTerm):
         self.temperature = temperature
         self._takes_labels = losses_module.takes_labels(loss_fn)
 
+    def logit_gradient(self, batch):
+        """Forward KL against full teacher logits: gradient ``T (softmax(z_s / T) - softmax(z_t / T))``."""
+        if self.loss_fn is not losses_module.kl_divergence or isinstance(batch.teacher_logits,
+                                                                          losses_module.TopKTeacher):
+            return None
+        temperature = self.temperature() if callable(self.temperature) else self.temperature
+        return losses_module.kl_divergence_and_gradient(batch.teacher_logits, batch.student_logits, temperature)
+
     def call(self, batch):
         temperature = self.temperature() if callable(self.temperature) else self.temperature
         if self._takes_labels:  # e.g. DKD needs the target class
             return self.loss_fn(batch.teacher_logits, batch.student_logits, temperature, labels=batch.labels)
         return self.loss_fn(batch.teacher_logits, batch.student_logits, temperature)
+
+
+def _is_sparse_cross_entropy_on_logits(fn):
+    """Whether ``fn`` is Keras' sparse categorical cross-entropy on logits, with no ignored class."""
+    if not isinstance(fn, keras.losses.SparseCategoricalCrossentropy):
+        return False
+    config = fn.get_config()
+    return bool(config.get("from_logits")) and config.get("ignore_class") is None and config.get("axis", -1) == -1
 
 
 def is_token_level(logits):
@@ -267,7 +303,7 @@ def token_weights(sample_weight, logits):
     return weights
 
 
-def reduce_terms(terms, batch, precomputed=None):
+def reduce_terms(terms, batch, precomputed=None, global_n=None):
     """Evaluates and weighs ``terms`` on one local batch; returns :class:`TermValues`.
 
     Per-example terms are weighted by the sample weights and summed; their
@@ -284,7 +320,8 @@ def reduce_terms(terms, batch, precomputed=None):
     real tokens, change nothing. A batch whose tokens all weigh 0 adds 0.
 
     ``precomputed`` maps a term's index to its values computed elsewhere (over
-    chunks of tokens); those terms are not called.
+    chunks of tokens); those terms are not called. ``global_n``: the global
+    weight sum when the caller has it already (saves one all-reduce).
     """
     precomputed = precomputed or {}
     if is_token_level(batch.student_logits):
@@ -297,7 +334,8 @@ def reduce_terms(terms, batch, precomputed=None):
             tf.cast(batch.sample_weight, tf.float32), [-1])
         local_n = tf.cast(n, tf.float32)
         per_item = _mean_per_example
-    global_n = _distribute.global_batch_size(local_n)
+    if global_n is None:
+        global_n = _distribute.global_batch_size(local_n)
     weighted_sum, token_share, batch_level, total, means = 0.0, 0.0, None, 0.0, []
     token_level = is_token_level(batch.student_logits)
     for index, term in enumerate(terms):

@@ -34,6 +34,7 @@ from typing import NamedTuple
 import tensorflow as tf
 
 from kdkeras.losses import TopKTeacher
+from kdkeras import distribute as _distribute
 from kdkeras.terms import DistillationBatch, reduce_terms, token_weights
 
 logger = logging.getLogger(__name__)
@@ -183,35 +184,54 @@ class ChunkedTerms(NamedTuple):
 
     Attributes:
         values: Each term's per-token values, ``[batch, steps]`` float32, in
-            the order given (gradients flow to the student).
+            the order given. No gradient flows through them: the gradient
+            flows through ``loss``.
         student_top1: The student's most likely token, ``[batch, steps]`` int32.
         teacher_top1: The teacher's, likewise.
+        loss: ``sum_k coefficients[k] * sum_t w_t * values[k][t]`` (a float32
+            scalar; 0 without coefficients), whose gradient reaches the
+            student's logits or hidden states and the head's weights.
     """
 
     values: list
     student_top1: object
     teacher_top1: object
+    loss: object = 0.0
 
 
-def chunked_terms(terms, batch, chunk_size, vocabulary_size=None):
+def chunked_terms(terms, batch, chunk_size, vocabulary_size=None, coefficients=None, loss_scale=None):
     """Evaluates per-token ``terms`` on a token-level ``batch`` over chunks of ``chunk_size`` tokens.
+
+    The loss is the last operation of a step, so the weights of each token's
+    values in it are known before the chunks are formed: each chunk's
+    contribution to the gradient is computed in the forward pass, from the
+    chunk's logits while they exist, and the backward pass only scales the
+    sums. No chunk is formed twice, and the teacher's chunk logits once.
 
     Args:
         terms: :class:`kdkeras.terms.LossTerm` instances whose values for a
-            token depend on that token's row of logits only (chunkable).
+            token depend on that token's row of logits only (chunkable). A term
+            whose :meth:`~kdkeras.terms.LossTerm.logit_gradient` gives a closed
+            form is not differentiated by autodiff.
         batch: A :class:`kdkeras.terms.DistillationBatch` whose
             ``student_logits`` are ``[batch, steps, V]`` logits or a
             :class:`HeadLogits`, and ``teacher_logits`` logits, a
             :class:`HeadLogits` or a :class:`kdkeras.losses.TopKTeacher`
-            (no gradient flows to the teacher).
+            (no gradient flows to the teacher). Its ``sample_weight`` gives the
+            token weights ``w`` (ones without).
         chunk_size: Tokens per chunk (``None``: all tokens in one piece, as
             with a fused head and chunking turned off).
         vocabulary_size: Compare the first ``vocabulary_size`` logits only.
+        coefficients: One float32 scalar a term, its weight in ``loss`` (the
+            term's weight over the global token-weight sum, for a Distiller);
+            ``None``: values only, no gradient formed (evaluation).
+        loss_scale: The factor the loss is multiplied by before it is
+            differentiated (mixed precision's loss scale): the gradient is
+            formed at that scale, so that float16 gradients do not underflow.
 
     Returns:
-        :class:`ChunkedTerms`. The backward pass recomputes each chunk, so only
-        one chunk's temporaries exist at a time; the head's weights (fused
-        path) get their gradients summed over the chunks.
+        :class:`ChunkedTerms`. Only one chunk's temporaries exist at a time; the
+        head's weights (fused path) get their gradients summed over the chunks.
     """
     student, teacher = batch.student_logits, batch.teacher_logits
     source = student.hidden if isinstance(student, HeadLogits) else student
@@ -220,71 +240,140 @@ def chunked_terms(terms, batch, chunk_size, vocabulary_size=None):
     flat_student = tf.reshape(source, tf.concat([[n], tf.shape(source)[-1:]], 0))
     flat_teacher = tf.nest.map_structure(lambda t: _flat(t, n), _teacher_parts(teacher))
     labels = tf.reshape(batch.labels, [n])
-    weights = None if batch.sample_weight is None else tf.reshape(token_weights(batch.sample_weight, student), [n])
+    weights = tf.reshape(token_weights(batch.sample_weight, student), [n])
     count = len(terms)
+    gradient = coefficients is not None and count > 0
+    if gradient:
+        coefficients = tf.stack([tf.cast(c, tf.float32) for c in coefficients])
+        scale = tf.constant(1.0) if loss_scale is None else tf.cast(loss_scale, tf.float32)
 
-    def chunk_values(s_chunk, start, size):
-        """``[size, count + 2]``: the terms' values, then both top-1 ids (as float32) of one chunk."""
-        z_s = _logits(student, s_chunk, vocabulary_size)
+    def piece_of(z_s, start, size):
+        """The chunk as a one-sequence batch, and the teacher's chunk logits."""
         t_parts = tf.nest.map_structure(lambda t: tf.slice(t, _begin(start, t), _size(size, t)), flat_teacher)
         z_t = _teacher_chunk(teacher, t_parts, vocabulary_size)
         piece = DistillationBatch(
             labels=tf.slice(labels, [start], [size])[None],
-            sample_weight=None if weights is None else tf.slice(weights, [start], [size])[None],
+            sample_weight=None if batch.sample_weight is None else tf.slice(weights, [start], [size])[None],
             teacher_logits=tf.nest.map_structure(lambda t: t[None], z_t), student_logits=z_s[None],
             hard_label_weight=batch.hard_label_weight)
-        columns = [tf.reshape(term(piece), [size]) for term in terms]
-        top1 = [tf.argmax(z_s, -1, output_type=tf.int32), _top1(z_t)]
+        return piece, z_t
+
+    def columns_of(values, z_s, z_t, size):
+        """``[size, count + 2]``: the terms' values, then both top-1 ids (as float32)."""
+        columns = [tf.reshape(v, [size]) for v in values]
         # Token ids below 2**24 are exact in float32: the top-1 ids ride along as two more columns.
-        columns += [tf.stop_gradient(tf.cast(t, tf.float32)) for t in top1]
+        columns += [tf.cast(tf.argmax(z_s, -1, output_type=tf.int32), tf.float32), tf.cast(_top1(z_t), tf.float32)]
         return tf.stack(columns, axis=1)
+
+    def values_only(start, size, acc):
+        s_chunk = tf.slice(flat_student, _begin(start, flat_student), _size(size, flat_student))
+        z_s = _logits(student, s_chunk, vocabulary_size)
+        piece, z_t = piece_of(z_s, start, size)
+        return (columns_of([term(piece) for term in terms], z_s, z_t, size),), acc
+
+    if not gradient:
+        (values,), _ = _over_chunks(n, chunk_size, values_only, [(tf.float32, [count + 2])])
+        return _split(values, steps_shape, count, 0.0)
+
+    head_variables = []  # the trainable variables the student's head reads (found by the first chunk)
+
+    def with_gradient(s, start, size, acc):
+        """A chunk's columns and gradient with respect to ``s``; ``acc`` sums the loss and head-weight gradients."""
+        s_chunk = tf.slice(s, _begin(start, s), _size(size, s))
+        with tf.GradientTape() as head_tape:
+            head_tape.watch(s_chunk)
+            z_s = _logits(student, s_chunk, vocabulary_size)
+        if acc is None:
+            head_variables.extend(head_tape.watched_variables())
+        piece, z_t = piece_of(z_s, start, size)
+        w = tf.slice(weights, [start], [size])
+        values, d_z = _values_and_logit_gradient(terms, piece, z_s, w[:, None] * coefficients * scale)
+        loss = tf.reduce_sum(tf.stack([tf.reshape(v, [size]) for v in values], 1) * w[:, None] * coefficients)
+        grads = head_tape.gradient(z_s, [s_chunk] + head_variables, output_gradients=d_z,
+                                   unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        sums = [loss] + [tf.convert_to_tensor(g) for g in grads[1:]]
+        if acc is not None:
+            sums = [a + g for a, g in zip(acc, sums)]
+        return (columns_of(values, z_s, z_t, size), tf.cast(grads[0], s.dtype)), tuple(sums)
 
     @tf.custom_gradient
     def run(s):
-        def forward(start, size, acc):
-            return (chunk_values(tf.slice(s, _begin(start, s), _size(size, s)), start, size),), acc
+        (values, d_s), sums = _over_chunks(n, chunk_size, lambda *a: with_gradient(s, *a),
+                                           [(tf.float32, [count + 2]), (s.dtype, s.shape[1:])], acc=None)
+        loss, d_head = sums[0], sums[1:]
 
-        (values,), _ = _over_chunks(n, chunk_size, forward, [(tf.float32, [count + 2])])
+        def grad(d_values, d_loss, variables=None):
+            # The chunks formed d(loss * scale)/d(.) already; the backward only rescales it.
+            factor = tf.zeros([]) if d_loss is None else tf.cast(d_loss, tf.float32) / scale
+            by_ref = {v.ref(): g for v, g in zip(head_variables, d_head)}
+            d_vars = [by_ref[v.ref()] * tf.cast(factor, by_ref[v.ref()].dtype) if v.ref() in by_ref
+                      else tf.zeros(v.shape, v.dtype) for v in variables or []]
+            d_source = d_s * tf.cast(factor, d_s.dtype)
+            return (d_source, d_vars) if variables else d_source
 
-        def grad(upstream, variables=None):
-            variables = list(variables or [])
+        return (tf.stop_gradient(values), loss), grad
 
-            def backward(start, size, acc):
-                s_chunk = tf.slice(s, _begin(start, s), _size(size, s))
-                with tf.GradientTape() as tape:
-                    tape.watch(s_chunk)
-                    v = chunk_values(s_chunk, start, size)[:, :count]
-                up = tf.slice(upstream, [start, 0], [size, count])
-                grads = tape.gradient(v, [s_chunk] + variables, output_gradients=up,
-                                      unconnected_gradients=tf.UnconnectedGradients.ZERO)
-                acc = tuple(a + tf.convert_to_tensor(g) for a, g in zip(acc, grads[1:]))
-                return (tf.cast(grads[0], s.dtype),), acc
+    values, loss = run(flat_student)
+    return _split(tf.stop_gradient(values), steps_shape, count, loss)
 
-            zeros = tuple(tf.zeros_like(v) for v in variables)
-            (d_s,), d_vars = _over_chunks(n, chunk_size, backward, [(s.dtype, s.shape[1:])], zeros)
-            return (d_s, list(d_vars)) if variables else d_s
 
-        return values, grad
-
-    out = run(flat_student)
-    split = [tf.reshape(out[:, i], steps_shape) for i in range(count + 2)]
+def _split(values, steps_shape, count, loss):
+    """A :class:`ChunkedTerms` from the ``[n, count + 2]`` columns."""
+    split = [tf.reshape(values[:, i], steps_shape) for i in range(count + 2)]
     top1 = [tf.cast(v, tf.int32) for v in split[count:]]
-    return ChunkedTerms(split[:count], top1[0], top1[1])
+    return ChunkedTerms(split[:count], top1[0], top1[1], loss)
 
 
-def reduce_token_terms(terms, batch, chunk_size, vocabulary_size=None):
+def _values_and_logit_gradient(terms, piece, z_s, c):
+    """Each term's values on a chunk and ``d_z = d(sum_t,k c[t, k] value_k[t]) / d z_s`` (``[size, V]``).
+
+    Terms with a closed form (:meth:`kdkeras.terms.LossTerm.logit_gradient`)
+    give their gradient directly; the others are differentiated together.
+    """
+    values, d_z, by_autodiff = [None] * len(terms), None, []
+    for k, term in enumerate(terms):
+        closed = term.logit_gradient(piece)
+        if closed is None:
+            by_autodiff.append(k)
+            continue
+        values[k], g = closed
+        g = c[:, k:k + 1] * tf.reshape(g, tf.shape(z_s))
+        d_z = g if d_z is None else d_z + g
+    if by_autodiff:
+        with tf.GradientTape() as tape:
+            tape.watch(z_s)
+            piece = piece._replace(student_logits=z_s[None])
+            for k in by_autodiff:
+                values[k] = terms[k](piece)
+            weighted = tf.add_n([tf.reduce_sum(c[:, k] * tf.reshape(values[k], [-1])) for k in by_autodiff])
+        g = tape.gradient(weighted, z_s, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        d_z = g if d_z is None else d_z + g
+    return values, d_z
+
+
+def reduce_token_terms(terms, batch, chunk_size, vocabulary_size=None, loss_scale=None, gradient=True):
     """:func:`kdkeras.terms.reduce_terms` for token-level logits, the chunkable terms over chunks of tokens.
 
     Terms that are not chunkable get the full float32 logits (formed from the
     hidden states when the batch carries a :class:`HeadLogits`). The result's
-    ``student_top1``/``teacher_top1`` are set.
+    ``student_top1``/``teacher_top1`` are set. With ``gradient`` (training),
+    the chunkable terms' gradient is formed in the forward pass, at
+    ``loss_scale`` (see :func:`chunked_terms`); the result's
+    ``gradient_loss`` carries it.
     """
-    chunkable = {i: term for i, term in enumerate(terms) if getattr(term, "chunkable", False)}
-    result = chunked_terms(list(chunkable.values()), batch, chunk_size, vocabulary_size)
+    chunkable = {i: term for i, term in enumerate(terms) if getattr(term, "chunkable", False) and term.per_example}
+    coefficients = global_n = None
+    if gradient and chunkable:
+        global_n = _distribute.global_batch_size(tf.reduce_sum(token_weights(batch.sample_weight,
+                                                                              batch.student_logits)))
+        coefficients = [tf.math.divide_no_nan(term.current_weight(), global_n) for term in chunkable.values()]
+    result = chunked_terms(list(chunkable.values()), batch, chunk_size, vocabulary_size, coefficients, loss_scale)
     if len(chunkable) < len(terms):
         batch = batch._replace(student_logits=full_logits(batch.student_logits, vocabulary_size),
                                teacher_logits=full_logits(batch.teacher_logits, vocabulary_size))
-    values = reduce_terms(terms, batch, dict(zip(chunkable, result.values)))
+    values = reduce_terms(terms, batch, dict(zip(chunkable, result.values)), global_n=global_n)
+    if coefficients is not None:  # the chunked terms' gradient, at no change of value
+        values = values._replace(gradient_loss=values.gradient_loss + (result.loss - tf.stop_gradient(result.loss)))
     return values._replace(student_top1=result.student_top1, teacher_top1=result.teacher_top1)
 
 
@@ -329,9 +418,11 @@ def _over_chunks(n, chunk, fn, specs, acc=()):
 
     ``chunk`` is a Python int (``None``: all ``n`` at once): the full chunks run in a ``tf.while_loop``
     (``parallel_iterations=1``, so one chunk's temporaries exist at a time)
-    with static sizes, and the remainder (possibly empty) once after it; this
+    with static sizes, and the remainder (possibly empty) once outside it; this
     keeps every slice size a compile-time constant under XLA. ``specs`` are
     ``(dtype, trailing shape)`` of the outputs, which are concatenated in order.
+    ``acc=None``: the remainder runs first and its ``acc`` starts the loop's
+    (so ``fn`` may learn at trace time what it accumulates).
     """
     if chunk is None:  # one piece of every token
         return fn(0, n, acc)
@@ -342,9 +433,13 @@ def _over_chunks(n, chunk, fn, specs, acc=()):
         outputs, acc = fn(i * chunk, chunk, acc)
         return i + 1, acc, [a.write(i, o) for a, o in zip(arrays, outputs)]
 
+    remainder_first = acc is None
+    if remainder_first:
+        rest, acc = fn(full * chunk, n - full * chunk, None)
     _, acc, arrays = tf.while_loop(lambda i, *_: i < full, body, (tf.constant(0), acc, arrays),
                                    parallel_iterations=1)
-    rest, acc = fn(full * chunk, n - full * chunk, acc)
+    if not remainder_first:
+        rest, acc = fn(full * chunk, n - full * chunk, acc)
     outputs = []
     for array, last, (_, tail) in zip(arrays, rest, specs):
         stacked = tf.reshape(array.stack(), [full * chunk, *tail])

@@ -85,11 +85,17 @@ def test_the_chunked_gradient_is_the_analytic_gradient_of_the_loss():
     w = (rng.random((b, s)) > 0.3).astype("float32")
     terms = [StudentLoss(keras.losses.SparseCategoricalCrossentropy(from_logits=True)),
              SoftTargetLoss(losses.get("kl"), t)]
+    batch = DistillationBatch(tf.constant(y), tf.constant(w), zt, zs)
     with tf.GradientTape() as tape:
         tape.watch(zs)
-        result = token_chunks.chunked_terms(terms, DistillationBatch(tf.constant(y), None, zt, zs), chunk_size=4)
-        loss = tf.reduce_sum(w * (a * result.values[0] + (1 - a) * result.values[1])) / w.sum()
-    grad = tape.gradient(loss, zs).numpy()
+        # The gradient is formed in the forward pass at the loss scale 8; an upstream of 3 rescales it.
+        result = token_chunks.chunked_terms(terms, batch, chunk_size=4, coefficients=[a / w.sum(), (1 - a) / w.sum()],
+                                            loss_scale=8.0)
+        loss = 3.0 * result.loss
+    grad = tape.gradient(loss, zs).numpy() / 3.0
+    ws = w.sum()
+    np.testing.assert_allclose(float(result.loss), float(tf.reduce_sum(w * (a * result.values[0] + (1 - a) *
+                                                                               result.values[1])) / ws), rtol=1e-6)
     ps, ps_t, pt_t = (np.exp(log_softmax(z, tt)) for z, tt in ((zs.numpy(), 1), (zs.numpy(), t), (zt.numpy(), t)))
     onehot = np.eye(v)[y]
     expected = (w / w.sum())[..., None] * (a * (ps - onehot) + (1 - a) * t * (ps_t - pt_t))

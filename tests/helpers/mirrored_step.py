@@ -23,8 +23,8 @@ import kdkeras  # noqa: E402
 class NaiveDistiller(kdkeras.Distiller):
     """The common mistake: a per-replica mean, which the optimizer then sums across replicas."""
 
-    def term_values(self, batch):
-        values = super().term_values(batch)
+    def term_values(self, batch, training=True):
+        values = super().term_values(batch, training=training)
         return values._replace(gradient_loss=values.total)  # the local batch's mean
 
 

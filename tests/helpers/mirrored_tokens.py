@@ -30,9 +30,13 @@ CHUNK = int(sys.argv[sys.argv.index("--chunk") + 1]) if "--chunk" in sys.argv el
 class PerReplicaMean(kdkeras.Distiller):
     """The mistake to rule out: each replica divides by its own real tokens."""
 
-    def term_values(self, batch):
-        values = super().term_values(batch)
-        return values._replace(gradient_loss=values.total / tf.distribute.get_replica_context().num_replicas_in_sync)
+    def term_values(self, batch, training=True):
+        values = super().term_values(batch, training=training)
+        # gradient_loss = local sum / global weight; the mistake divides the local sum by the local weight
+        context = tf.distribute.get_replica_context()
+        global_n = context.all_reduce(tf.distribute.ReduceOp.SUM, values.local_n)
+        return values._replace(gradient_loss=values.gradient_loss * tf.math.divide_no_nan(global_n, values.local_n)
+                               / context.num_replicas_in_sync)
 
 
 def lm(units, name, seed):

@@ -272,8 +272,9 @@ class Distiller(SoftTargetVariables, keras.Model):
             raise RuntimeError("Call Distiller.compile() before fit(), evaluate() or test_step().")
         student_logits, teacher_logits = batch.student_logits, batch.teacher_logits
         vocabulary = self.vocabulary_size or student_logits.shape[-1]
-        chunk = token_chunks.chunk_size_for(self._chunk_setting, vocabulary) if is_token_level(student_logits) \
-            else None
+        chunk = token_chunks.chunk_size_for(self._chunk_setting, vocabulary,
+                                             _head_width(student_logits, teacher_logits)) \
+            if is_token_level(student_logits) else None
         if chunk is not None or isinstance(student_logits, token_chunks.HeadLogits):
             self._log_token_path(chunk)
             if not isinstance(teacher_logits, TopKTeacher):
@@ -412,7 +413,7 @@ class Distiller(SoftTargetVariables, keras.Model):
                 vocabulary = self.vocabulary_size or student_logits.vocabulary
                 token_chunks.update_metrics_by_chunks(
                     self._compile_metrics, y, student_logits, sample_weight,
-                    token_chunks.chunk_size_for(self._chunk_setting, vocabulary),
+                    token_chunks.chunk_size_for(self._chunk_setting, vocabulary, _head_width(student_logits)),
                     self.vocabulary_size)
             return _distribute.reducible_logs(self.get_metrics_result())
         logits = self._vocabulary(student_logits)
@@ -733,6 +734,13 @@ def _vocabulary_shape(logits, vocabulary):
     shape = logits.shape
     last = shape[-1] if shape[-1] is None else min(shape[-1], vocabulary)
     return tf.TensorSpec(shape[:-1].concatenate([last]))
+
+
+def _head_width(*logits):
+    """The widest hidden width among fused heads' :class:`kdkeras.token_chunks.HeadLogits` (None: no fused head)."""
+    widths = [int(z.hidden.shape[-1]) for z in logits
+              if isinstance(z, token_chunks.HeadLogits) and z.hidden.shape[-1] is not None]
+    return max(widths) if widths else None
 
 
 def _teacher_top1(teacher_logits):

@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from kdkeras import language
 
-__all__ = ["OnPolicy", "has_kv_cache", "on_policy_coin", "sample_continuations"]
+__all__ = ["OnPolicy", "has_kv_cache", "kv_cache_steps", "on_policy_coin", "sample_continuations"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,7 +136,7 @@ def sample_continuations(student, x, step, policy, vocabulary_size=None, use_cac
     ids = tf.where(positions < prompt[:, None], ids, pad)
     seed = tf.stack([tf.constant(policy.seed + 1, tf.int64), tf.cast(step, tf.int64)])
     cached = has_kv_cache(student) if use_cache is None else use_cache
-    model_step = _cached_logits(student, ids) if cached else _full_logits(student, x, positions)
+    model_step = kv_cache_steps(student, ids) if cached else _full_logits(student, x, positions)
     state = model_step.initial
 
     def body(p, ids, stop, state):
@@ -187,12 +187,20 @@ def _full_logits(student, x, positions):
     return _Step(tf.constant(0), next_fn)
 
 
-def _cached_logits(student, ids):
-    """The KV-cache path: the cache seeded with the prompts, then one position per step."""
-    _, cache = student._build_cache(ids)
+def kv_cache_steps(model, ids):
+    """A KerasHub ``CausalLM``'s decoding on its KV cache: ``initial`` cache and ``next(p, ids, cache)``.
+
+    The cache is seeded with one pass over ``ids`` ``[batch, steps]``; then
+    ``next(p, ids, cache)`` runs the model on position ``p - 1`` only (the
+    token ``ids[:, p - 1]``, written into the cache there) and returns
+    ``(logits [batch, V] of the token at p, cache)``, which equal a full pass's
+    logits at ``p - 1`` over the same ids. On-policy sampling and
+    :func:`kdkeras.text.complete_prompts` decode with it.
+    """
+    _, cache = model._build_cache(ids)
 
     def next_fn(p, ids, cache):
-        logits, _, cache = student.call_with_cache(tf.slice(ids, [0, p - 1], [-1, 1]), cache, p - 1)
+        logits, _, cache = model.call_with_cache(tf.slice(ids, [0, p - 1], [-1, 1]), cache, p - 1)
         return logits[:, 0, :], cache
 
     return _Step(cache, next_fn)

@@ -36,6 +36,24 @@ def qwen3(seed, layers=1, hidden=16, vocab=VOCAB):
     return keras_hub.models.Qwen3CausalLM(backbone=backbone, preprocessor=None)
 
 
+def qwen3_untied(seed, layers=1, hidden=16, vocab=VOCAB):
+    """A separate output matrix (``reverse_embeddings``, stored ``[d, V]``)."""
+    keras.utils.set_random_seed(seed)
+    backbone = keras_hub.models.Qwen3Backbone(vocabulary_size=vocab, num_layers=layers, num_query_heads=4,
+                                              num_key_value_heads=2, head_dim=8, hidden_dim=hidden,
+                                              intermediate_dim=2 * hidden, tie_word_embeddings=False)
+    return keras_hub.models.Qwen3CausalLM(backbone=backbone, preprocessor=None)
+
+
+def gemma_soft_cap(seed, layers=1, hidden=16, vocab=VOCAB):
+    """A tied head whose logits are soft-capped (``cap * tanh(z / cap)``, Gemma 2's final cap)."""
+    keras.utils.set_random_seed(seed)
+    backbone = keras_hub.models.GemmaBackbone(vocabulary_size=vocab, num_layers=layers, num_query_heads=2,
+                                              num_key_value_heads=1, hidden_dim=hidden, intermediate_dim=2 * hidden,
+                                              head_dim=8, final_logit_soft_cap=0.5)
+    return keras_hub.models.GemmaCausalLM(backbone=backbone, preprocessor=None)
+
+
 def data(seed=0):
     ids, mask, y, w = padded_batch(seed, batch=6, steps=S, vocab=VOCAB)
     return tf.data.Dataset.from_tensors(({"token_ids": ids, "padding_mask": mask}, y, w))
@@ -67,7 +85,8 @@ def assert_same(a, b, rtol=1e-5, weight_atol=1e-6):
         np.testing.assert_allclose(x, y, rtol=rtol, atol=weight_atol)
 
 
-@pytest.mark.parametrize("build", [gpt2, qwen3], ids=["gpt2", "qwen3"])
+@pytest.mark.parametrize("build", [gpt2, qwen3, qwen3_untied, gemma_soft_cap],
+                         ids=["gpt2", "qwen3", "qwen3-untied", "gemma-soft-cap"])
 def test_the_fused_head_gives_the_unfused_values_and_step(build, caplog):
     with caplog.at_level(logging.INFO, logger="kdkeras.distiller"):
         fused = run(build, True)

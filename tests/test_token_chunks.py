@@ -162,6 +162,11 @@ def test_the_chunk_setting_is_checked_and_auto_scales_with_the_vocabulary():
     assert token_chunks.chunk_size_for("auto", 258) == 2 ** 24 // 258
     assert token_chunks.chunk_size_for("auto", 10 ** 9) == 8
     assert token_chunks.chunk_size_for(None, 151_936) is None
+    # A fused head of width d: at least min(d, 512) tokens a chunk (the head's weights are read once a chunk).
+    assert token_chunks.chunk_size_for("auto", 151_936, width=64) == 2 ** 24 // 151_936
+    assert token_chunks.chunk_size_for("auto", 151_936, width=300) == 300
+    assert token_chunks.chunk_size_for("auto", 151_936, width=1024) == 512
+    assert token_chunks.chunk_size_for(7, 151_936, width=1024) == 7
     for bad in (0, -3, 2.5, "big", True):
         with pytest.raises(ValueError, match="token_chunk_size"):
             make(bad)

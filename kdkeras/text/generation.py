@@ -41,6 +41,7 @@ import numpy as np
 import tensorflow as tf
 
 from kdkeras.atomic import write_text
+from kdkeras.sampling import kv_cache_steps
 from kdkeras.text.causal_lm import texts_ids
 
 __all__ = ["Prompts", "Sampling", "generate", "output_state", "read_prompts", "score", "start_ids", "truncate_logits", "uniform_noise"]
@@ -221,13 +222,13 @@ class _Decoder:
         """``ids`` [B, L] (prompts then padding), ``prompt`` [B] lengths, ``samples`` [B] sample indices."""
         model, sampling = self.model, self.sampling
         positions = tf.range(tf.shape(ids)[1])[None, :]
-        _, cache = model._build_cache(ids)
+        steps = kv_cache_steps(model, ids)
         stop = prompt + sampling.max_new_tokens
         zeros = tf.zeros_like(prompt, tf.float32)
 
         def body(p, ids, cache, stop, ended, total):
-            logits, _, cache = model.call_with_cache(tf.slice(ids, [0, p - 1], [-1, 1]), cache, p - 1)
-            logits = tf.cast(logits[:, 0, :self.vocabulary], tf.float32)
+            logits, cache = steps.next(p, ids, cache)
+            logits = tf.cast(logits[:, :self.vocabulary], tf.float32)
             token = choose_tokens(logits, sampling, sampling.seed, samples, p - prompt)
             active = tf.logical_and(p >= prompt, p < stop)
             ids = tf.where(tf.logical_and(positions == p, active[:, None]), tf.cast(token, ids.dtype)[:, None], ids)
@@ -243,7 +244,7 @@ class _Decoder:
             return tf.reduce_any(p < stop)
 
         _, ids, _, stop, ended, total = tf.while_loop(
-            more, body, (tf.reduce_min(prompt), ids, cache, stop, tf.zeros_like(prompt, tf.bool), zeros),
+            more, body, (tf.reduce_min(prompt), ids, steps.initial, stop, tf.zeros_like(prompt, tf.bool), zeros),
             parallel_iterations=1)
         return ids, stop, ended, total
 

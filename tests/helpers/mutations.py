@@ -213,6 +213,18 @@ MUTATIONS = {
         "\n",
         ["tests/test_attention_transfer.py::test_relations_are_the_numpy_kl_per_query_over_real_keys"],
     ),
+    "fused head without the logit soft cap": (
+        "token_chunks.py",
+        "            logits = tf.tanh(logits / cap) * cap",
+        "            logits = logits",
+        ["tests/test_fused_head.py::test_the_fused_head_gives_the_unfused_values_and_step"],
+    ),
+    "KV cache written one position late": (
+        "sampling.py",
+        "logits, _, cache = model.call_with_cache(tf.slice(ids, [0, p - 1], [-1, 1]), cache, p - 1)",
+        "logits, _, cache = model.call_with_cache(tf.slice(ids, [0, p - 1], [-1, 1]), cache, p)",
+        ["tests/test_sampling.py::test_the_kv_cache_gives_the_full_pass_logits_at_every_position"],
+    ),
     "top-p keeps the token that passes p (inclusive mass)": (
         "text/generation.py",
         "above = tf.cumsum(probabilities, axis=-1, exclusive=True)",

@@ -8,8 +8,9 @@ Two paths draw the same tokens for the same ``(seed, step)``:
 - **generic** (any Keras model mapping token ids to ``[batch, steps, V]``
   logits): one full forward pass per new position.
 
-The token at position ``p`` is drawn by the Gumbel-max trick from noise keyed
-by ``(seed, step, p)`` alone, so which path ran, and how many sequences were
+The token at position ``p`` is drawn by inverting the softmax's cumulative
+sum at one number of a counter-based hash keyed by ``(seed, step, row, p)``
+alone, so which path ran, and how many sequences were
 still being sampled, change nothing. A sequence stops at the end token: the
 position that predicts it keeps its weight (the student learns to stop), the
 positions after it weigh 0 and are padding. Where padding and end token share
@@ -20,13 +21,16 @@ methods.
 """
 
 import dataclasses
+import functools
+import weakref
 
 import numpy as np
 import tensorflow as tf
 
 from kdkeras import language
 
-__all__ = ["OnPolicy", "has_kv_cache", "kv_cache_steps", "on_policy_coin", "sample_continuations"]
+__all__ = ["OnPolicy", "has_kv_cache", "kv_cache_steps", "on_policy_coin", "sample_continuations", "uniform_noise",
+           "uniform_noise_key"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +100,7 @@ def on_policy_coin(step, policy):
     return tf.logical_and(coin, tf.cast(step, tf.int64) >= policy.start_step)
 
 
-def sample_continuations(student, x, step, policy, vocabulary_size=None, use_cache=None):
+def sample_continuations(student, x, step, policy, vocabulary_size=None, use_cache=None, jit_compile=None):
     """The student continues each sequence of a batch by sampling; returns ``(x, y, weights)``.
 
     Each sequence's prompt is its first ``min(length, steps - max_new_tokens)``
@@ -123,19 +127,45 @@ def sample_continuations(student, x, step, policy, vocabulary_size=None, use_cac
         use_cache: ``True``: the KV-cache path (a KerasHub ``CausalLM``);
             ``False``: full forward passes; ``None`` (default): the cache
             wherever the student has one.
+        jit_compile: Compile the sampling loop with XLA (one compiled program
+            for the cache's seeding and every new token, kept with the
+            student). ``None`` (default): on the KV-cache path, where the
+            models are KerasHub's (XLA-compatible); the full-pass path runs
+            any Keras model, so it is not compiled by default.
     """
+    ids, _ = language.token_ids_and_mask(x)
+    tf.debugging.assert_positive(tf.shape(ids)[1] - policy.max_new_tokens, message=(
+        f"On-policy distillation: sequences must be longer than max_new_tokens={policy.max_new_tokens}."))
+    cached = has_kv_cache(student) if use_cache is None else use_cache
+    if jit_compile is None:
+        jit_compile = cached
+    if not jit_compile:
+        return _sample(student, x, step, policy, vocabulary_size, cached)
+    key = (policy, vocabulary_size, cached)
+    compiled = _COMPILED.setdefault(student, {})
+    if key not in compiled:
+        compiled[key] = tf.function(functools.partial(_sample, student, policy=policy,
+                                                      vocabulary_size=vocabulary_size, cached=cached),
+                                    jit_compile=True, reduce_retracing=True)
+    return compiled[key](x, tf.cast(step, tf.int64))  # a tensor: a Keras variable cannot be a traced argument
+
+
+#: Each student's XLA-compiled sampling loops, by settings (kept with the model, as KerasHub keeps its generate).
+_COMPILED = weakref.WeakKeyDictionary()
+
+
+def _sample(student, x, step, policy, vocabulary_size, cached):
+    """:func:`sample_continuations`' loop (``cached``: on the KV cache)."""
     ids, mask = language.token_ids_and_mask(x)
     batch, steps = tf.shape(ids)[0], tf.shape(ids)[1]
     new = policy.max_new_tokens
-    tf.debugging.assert_positive(
-        steps - new, message=f"On-policy distillation: sequences must be longer than max_new_tokens={new}.")
     lengths = tf.fill([batch], steps) if mask is None else tf.reduce_sum(tf.cast(mask, tf.int32), 1)
     prompt = tf.maximum(tf.minimum(lengths, steps - new), 1)  # [batch]
     positions = tf.range(steps)[None, :]
     pad = tf.cast(policy.pad_token_id, ids.dtype)
     ids = tf.where(positions < prompt[:, None], ids, pad)
-    seed = tf.stack([tf.constant(policy.seed + 1, tf.int64), tf.cast(step, tf.int64)])
-    cached = has_kv_cache(student) if use_cache is None else use_cache
+    key = uniform_noise_key(policy.seed, step)
+    rows = tf.range(batch)
     model_step = kv_cache_steps(student, ids) if cached else _full_logits(student, x, positions)
     state = model_step.initial
 
@@ -143,8 +173,7 @@ def sample_continuations(student, x, step, policy, vocabulary_size=None, use_cac
         logits, state = model_step.next(p, ids, state)  # [batch, V]: the distribution of the token at p
         if vocabulary_size is not None:
             logits = logits[:, :vocabulary_size]
-        token = tf.cast(_draw(logits, policy.temperature, tf.random.experimental.stateless_fold_in(
-            seed, tf.cast(p, tf.int64))), ids.dtype)
+        token = tf.cast(_draw(logits, policy.temperature, key, rows, p), ids.dtype)
         fill = tf.logical_and(p >= prompt, p < stop)  # [batch]: still sampling at p
         ids = tf.where(tf.logical_and(positions == p, fill[:, None]), token[:, None], ids)
         if policy.end_token_id is not None:
@@ -162,11 +191,56 @@ def sample_continuations(student, x, step, policy, vocabulary_size=None, use_cac
     return language.with_tokens(x, ids, positions < stop[:, None]), labels, tf.cast(generated, tf.float32)
 
 
-def _draw(logits, temperature, seed):
-    """A categorical sample per row by the Gumbel-max trick; row ``b``'s noise depends on ``(seed, b)`` only."""
-    logits = tf.cast(logits, tf.float32) / temperature
-    uniform = tf.random.stateless_uniform(tf.shape(logits), seed, minval=np.finfo(np.float32).tiny, maxval=1.0)
-    return tf.argmax(logits - tf.math.log(-tf.math.log(uniform)), axis=-1, output_type=tf.int32)
+def _draw(logits, temperature, key, rows, position):
+    """A categorical sample per row by inverting the softmax's cumulative sum at one :func:`uniform_noise` number.
+
+    Row ``b``'s number depends on ``(key, b, position)`` alone, and is the same
+    compiled by XLA or not (plain integer arithmetic, unlike TensorFlow's
+    stateless random ops, whose algorithm differs on XLA).
+    """
+    probabilities = tf.nn.softmax(tf.cast(logits, tf.float32) / temperature, axis=-1)
+    cumulative = tf.cumsum(probabilities, axis=-1)
+    target = uniform_noise(key, rows, tf.fill(tf.shape(rows), position))[:, None] * cumulative[:, -1:]
+    token = tf.reduce_sum(tf.cast(cumulative < target, tf.int32), axis=-1)
+    return tf.minimum(token, tf.shape(logits)[-1] - 1)
+
+
+_GOLDEN = 0x9E3779B9
+
+
+def _fmix(x):
+    """MurmurHash3's 32-bit finaliser: a bijective mix of uint32 values."""
+    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(16, tf.uint32)))
+    x = x * tf.constant(0x85EBCA6B, tf.uint32)
+    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(13, tf.uint32)))
+    x = x * tf.constant(0xC2B2AE35, tf.uint32)
+    return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(16, tf.uint32)))
+
+
+def _uint32(value):
+    return tf.cast(tf.bitwise.bitwise_and(tf.cast(value, tf.int64), 0xFFFFFFFF), tf.uint32)
+
+
+def uniform_noise_key(seed, stream):
+    """A :func:`uniform_noise` seed for one ``stream`` of a seed (on-policy sampling: the training step)."""
+    mixed = _fmix(tf.bitwise.bitwise_xor(_fmix(tf.bitwise.bitwise_xor(_uint32(seed) + tf.constant(1, tf.uint32),
+                                                                      tf.constant(_GOLDEN, tf.uint32))),
+                                         _uint32(stream)))
+    return tf.cast(mixed, tf.int64)
+
+
+def uniform_noise(seed, samples, positions):
+    """One uniform number in ``(0, 1)`` per row, ``[batch]``: row ``b``'s depends on ``(seed, samples[b], positions[b])``.
+
+    A counter-based hash (MurmurHash3's finaliser), so a sample's draws do not
+    depend on which batch, or which row of it, the sample is in, and are the
+    same under XLA.
+    """
+    row = _fmix(tf.bitwise.bitwise_xor(_fmix(tf.bitwise.bitwise_xor(_uint32(seed), tf.constant(_GOLDEN, tf.uint32))),
+                                       tf.cast(samples, tf.uint32)))
+    row = _fmix(tf.bitwise.bitwise_xor(row, tf.cast(positions, tf.uint32)))
+    bits = tf.bitwise.right_shift(_fmix(row), tf.constant(8, tf.uint32))
+    return (tf.cast(bits, tf.float32) + 0.5) * (1.0 / (1 << 24))
 
 
 class _Step:

@@ -41,7 +41,7 @@ import numpy as np
 import tensorflow as tf
 
 from kdkeras.atomic import write_text
-from kdkeras.sampling import kv_cache_steps
+from kdkeras.sampling import kv_cache_steps, uniform_noise
 from kdkeras.text.causal_lm import texts_ids
 
 __all__ = ["Prompts", "Sampling", "generate", "output_state", "read_prompts", "score", "start_ids", "truncate_logits", "uniform_noise"]
@@ -50,7 +50,6 @@ __all__ = ["Prompts", "Sampling", "generate", "output_state", "read_prompts", "s
 FIELDS = ("prompt", "completion", "sample", "tokens", "ended", "mean_logprob")
 #: Samples per shard file (fixed, so shards do not depend on the batch size).
 SHARD_SAMPLES = 512
-_GOLDEN = 0x9E3779B9
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,29 +166,6 @@ def truncate_logits(logits, top_k=0, top_p=1.0):
         last = tf.gather(ranked, tf.maximum(kept, 1) - 1, batch_dims=1)[:, None]
         logits = tf.where(logits < last, -np.inf, logits)
     return logits
-
-
-def _fmix(x):
-    """MurmurHash3's 32-bit finaliser: a bijective mix of uint32 values."""
-    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(16, tf.uint32)))
-    x = x * tf.constant(0x85EBCA6B, tf.uint32)
-    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(13, tf.uint32)))
-    x = x * tf.constant(0xC2B2AE35, tf.uint32)
-    return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(16, tf.uint32)))
-
-
-def uniform_noise(seed, samples, positions):
-    """One uniform number in ``(0, 1)`` per row, ``[batch]``: row ``b``'s depends on ``(seed, samples[b], positions[b])``.
-
-    A counter-based hash (MurmurHash3's finaliser), so a sample's draws do not
-    depend on which batch, or which row of it, the sample is in.
-    """
-    seed = tf.cast(tf.bitwise.bitwise_and(tf.cast(seed, tf.int64), 0xFFFFFFFF), tf.uint32)
-    row = _fmix(tf.bitwise.bitwise_xor(_fmix(tf.bitwise.bitwise_xor(seed, tf.constant(_GOLDEN, tf.uint32))),
-                                       tf.cast(samples, tf.uint32)))
-    row = _fmix(tf.bitwise.bitwise_xor(row, tf.cast(positions, tf.uint32)))
-    bits = tf.bitwise.right_shift(_fmix(row), tf.constant(8, tf.uint32))
-    return (tf.cast(bits, tf.float32) + 0.5) * (1.0 / (1 << 24))
 
 
 def choose_tokens(logits, sampling, seed, samples, positions):

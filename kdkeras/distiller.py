@@ -496,11 +496,13 @@ class Distiller(SoftTargetVariables, keras.Model):
                 preprocessor (the Distiller's, else the student's or the
                 teacher's), else none; ``None``: never stop early.
             token_chunk_size: Language models: the token-level terms are
-                computed over chunks of this many tokens, recomputed in the
-                backward pass, so a step never holds several ``[tokens, V]``
-                float32 copies (:mod:`kdkeras.token_chunks`). ``"auto"``
-                (default) chooses about ``2**24 / V`` tokens; ``None`` turns
-                chunking off. Values and gradients are the same either way.
+                computed over chunks of this many tokens, each chunk's
+                gradient formed in the forward pass, so a step never holds
+                several ``[tokens, V]`` float32 copies and forms no chunk
+                twice (:mod:`kdkeras.token_chunks`). ``"auto"`` (default)
+                chooses about ``2**24 / V`` tokens (with a fused head at
+                least ``min(width, 512)``); ``None`` turns chunking off.
+                Values and gradients are the same either way.
             fused_head: Language models: for a KerasHub ``CausalLM`` (or a
                 model that defines ``distillation_head()``) run the backbone
                 to hidden states and form the logits chunk by chunk inside the

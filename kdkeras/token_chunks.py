@@ -7,16 +7,23 @@ difference of a loss is another such copy, kept for the backward pass. Here
 every chunkable term (the hard-label loss, every distillation loss, the top-k
 path, your own :class:`kdkeras.terms.LossTerm` with ``chunkable = True``) is
 computed over chunks of ``chunk_size`` tokens inside one
-``tf.custom_gradient``: the forward pass keeps only each chunk's per-token
-values, and the backward pass recomputes each chunk under a tape. A step then
-holds the logits themselves, their gradient and one chunk's temporaries.
+``tf.custom_gradient``. The loss is the last operation of a step, so each
+token's weight in it (its token weight, the term's weight over the global
+token count, the loss scale) is known before the chunks are formed: the
+forward pass keeps each chunk's per-token values *and* its contribution to
+the gradient, and the backward pass only scales the sums, with nothing
+formed twice. The default terms (sparse cross-entropy and forward KL) give
+their gradient in closed form (:meth:`kdkeras.terms.LossTerm.logit_gradient`),
+the others by autodiff inside the chunk. A step then holds the logits
+themselves, their gradient and one chunk's temporaries.
 
 **Fused head.** A model whose logits are ``head(body(x))`` (a KerasHub
 ``CausalLM``: the backbone, then the token embedding with ``reverse=True``)
 can hand the Distiller its hidden states instead of its logits
 (:class:`HeadLogits`); the logits are then formed chunk by chunk from the
 hidden states inside the loss, so no full ``[tokens, V]`` logits tensor of
-that model exists during the step. Gradients reach the hidden states and the
+that model exists during the step, and the teacher's chunk logits are formed
+once. Gradients reach the hidden states and the
 head's weights (the tied embedding, or a separate head). A plain Keras model
 gets the fused path by defining ``distillation_head()`` (see
 :func:`head_of`).

@@ -19,7 +19,7 @@ After one warm-up epoch each (tracing), the trainers take turns, one epoch each
 per round, for ``--rounds`` rounds, so that a slow patch of a shared machine hits
 all of them alike; the median epoch time is reported. With ``--memory``, each
 trainer also runs one epoch in a fresh subprocess to measure its peak resident
-memory. The ratios are checked against the targets of the speed issue.
+memory. The ratios are checked against the speed targets listed in the report.
 Timing does not depend on what the weights are, so the teacher is not trained.
 """
 
@@ -204,7 +204,7 @@ def report(args, times, cache_seconds, peaks, when, where, command):
     if peaks:
         ratio = peaks["kdkeras cached"]["peak_mib"] / peaks["kdkeras online"]["peak_mib"]
         checks.append(("peak memory cached ≤ 1.2 × online", ratio, ratio <= 1.2))
-    lines += ["", "Targets (on the medians, as the speed issue states them):", "",
+    lines += ["", "Targets (on the medians):", "",
               "| target | measured ratio | met |", "|---|---:|---|"]
     lines += [f"| {t} | {r:.2f} | {'yes' if ok else '**no**'} |" for t, r, ok in checks]
     lines += ["", f"Teacher-logit cache built once in {cache_seconds:.2f} s "

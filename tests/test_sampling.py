@@ -181,3 +181,15 @@ def test_the_kv_cache_gives_the_full_pass_logits_at_every_position(build):
         np.testing.assert_allclose(logits.numpy(), full[:, p - 1], rtol=1e-4, atol=1e-5, err_msg=f"position {p}")
     # The positions differ from each other, so an off-by-one could not agree by chance.
     assert np.abs(full[:, prompt] - full[:, prompt - 1]).max() > 1e-2
+
+
+def test_rows_with_the_same_prompt_draw_different_continuations():
+    """Each row has its own noise: four copies of one prompt give four different samples (not one repeated)."""
+    student = gpt2(5)
+    x = prompts(seed=2, batch=1)
+    x = {key: tf.repeat(v, 4, axis=0) for key, v in x.items()}
+    x["padding_mask"] = tf.ones_like(x["padding_mask"])
+    policy = kdkeras.language.OnPolicy(1.0, max_new_tokens=6, seed=1, temperature=1.0)
+    ids = sampling.sample_continuations(student, x, tf.constant(3), policy)[0]["token_ids"].numpy()
+    assert len({tuple(row[-6:]) for row in ids}) == 4
+    np.testing.assert_array_equal(ids[:, :-6], np.repeat(ids[:1, :-6], 4, axis=0))  # the prompts are kept

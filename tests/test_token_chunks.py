@@ -1,4 +1,4 @@
-"""Token-level terms over chunks of tokens (recomputed in the backward pass): the same values and steps.
+"""Token-level terms over chunks of tokens (gradient formed in the forward pass): the same values and steps.
 
 The unchunked computation is the reference (itself checked against NumPy in
 test_language_models.py); here the chunked one is compared with it at chunk

@@ -213,6 +213,32 @@ MUTATIONS = {
         "\n",
         ["tests/test_attention_transfer.py::test_relations_are_the_numpy_kl_per_query_over_real_keys"],
     ),
+    "chunked gradient not rescaled by the upstream over the loss scale": (
+        "token_chunks.py",
+        "factor = tf.zeros([]) if d_loss is None else tf.cast(d_loss, tf.float32) / scale",
+        "factor = tf.ones([])",
+        ["tests/test_token_chunks.py::test_the_chunked_gradient_is_the_analytic_gradient_of_the_loss"],
+    ),
+    "closed-form KL gradient without the temperature factor": (
+        "losses.py",
+        "return tf.maximum(tf.square(t) * kl, 0.0), t * (p_s - p_t)",
+        "return tf.maximum(tf.square(t) * kl, 0.0), p_s - p_t",
+        ["tests/test_token_chunks.py::test_the_chunked_gradient_is_the_analytic_gradient_of_the_loss",
+         "tests/test_token_chunks.py::test_chunks_give_the_unchunked_values_and_step"],
+    ),
+    "closed-form cross-entropy gradient without the one-hot": (
+        "losses.py",
+        "gradient = tf.tensor_scatter_nd_sub(tf.exp(log_p), picked, tf.ones_like(values))",
+        "gradient = tf.exp(log_p)",
+        ["tests/test_token_chunks.py::test_chunks_give_the_unchunked_values_and_step",
+         "tests/test_fused_head.py::test_the_fused_head_gives_the_unfused_values_and_step"],
+    ),
+    "on-policy rows share one draw": (
+        "sampling.py",
+        "    rows = tf.range(batch)\n",
+        "    rows = tf.zeros([batch], tf.int32)\n",
+        ["tests/test_sampling.py::test_rows_with_the_same_prompt_draw_different_continuations"],
+    ),
     "fused head without the logit soft cap": (
         "token_chunks.py",
         "            logits = tf.tanh(logits / cap) * cap",

@@ -5,6 +5,7 @@ Qwen3: grouped-query attention, tied embedding), and a plain Keras model that
 exposes ``distillation_head()``; each setting compared with ``fused_head=False``.
 """
 
+import functools
 import logging
 
 import keras
@@ -28,21 +29,16 @@ def gpt2(seed, layers=1, hidden=16, vocab=VOCAB):
     return keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
 
 
-def qwen3(seed, layers=1, hidden=16, vocab=VOCAB):
+def qwen3(seed, layers=1, hidden=16, vocab=VOCAB, tied=True):
+    """Tied embeddings, or (``tied=False``) a separate output matrix (``reverse_embeddings``, stored ``[d, V]``)."""
     keras.utils.set_random_seed(seed)
     backbone = keras_hub.models.Qwen3Backbone(vocabulary_size=vocab, num_layers=layers, num_query_heads=4,
                                               num_key_value_heads=2, head_dim=8, hidden_dim=hidden,
-                                              intermediate_dim=2 * hidden, tie_word_embeddings=True)
+                                              intermediate_dim=2 * hidden, tie_word_embeddings=tied)
     return keras_hub.models.Qwen3CausalLM(backbone=backbone, preprocessor=None)
 
 
-def qwen3_untied(seed, layers=1, hidden=16, vocab=VOCAB):
-    """A separate output matrix (``reverse_embeddings``, stored ``[d, V]``)."""
-    keras.utils.set_random_seed(seed)
-    backbone = keras_hub.models.Qwen3Backbone(vocabulary_size=vocab, num_layers=layers, num_query_heads=4,
-                                              num_key_value_heads=2, head_dim=8, hidden_dim=hidden,
-                                              intermediate_dim=2 * hidden, tie_word_embeddings=False)
-    return keras_hub.models.Qwen3CausalLM(backbone=backbone, preprocessor=None)
+qwen3_untied = functools.partial(qwen3, tied=False)
 
 
 def gemma_soft_cap(seed, layers=1, hidden=16, vocab=VOCAB):

@@ -36,6 +36,8 @@ _EXPORTS = {
     "make_dataset": "kdkeras.data",
     "validation_split": "kdkeras.data",
     "multiworker_compatible": "kdkeras.distribute",
+    "OnPolicy": "kdkeras.sampling",
+    "TokenChunking": "kdkeras.token_chunks",
     "build_cnn": "kdkeras.models",
     "build_mlp": "kdkeras.models",
     "build_student": "kdkeras.models",

@@ -9,6 +9,7 @@ does)::
 :func:`cached_batch` builds that form and :func:`split_cached_inputs` takes it apart.
 """
 
+import dataclasses
 import inspect
 import logging
 
@@ -19,7 +20,7 @@ from kdkeras import checks
 from kdkeras import distribute as _distribute
 from kdkeras import language
 from kdkeras import losses as losses_module
-from kdkeras import token_chunks
+from kdkeras import sampling, token_chunks
 from kdkeras.losses import TopKTeacher
 from kdkeras.soft_targets import SoftTargetVariables
 from kdkeras.teachers import as_teacher
@@ -121,7 +122,7 @@ class Distiller(SoftTargetVariables, keras.Model):
     every term is averaged over the real tokens of the global batch, weighted
     by a ``[batch, steps]`` ``sample_weight`` or, without one, by the
     ``padding_mask`` of KerasHub-style dict inputs (see :mod:`kdkeras.language`);
-    ``compile(on_policy_fraction=...)`` adds on-policy distillation.
+    ``compile(on_policy=kdkeras.OnPolicy(...))`` adds on-policy distillation.
 
     Extra loss terms (the one extension point, see :mod:`kdkeras.terms`) are
     added with ``loss_terms=``; each is weighted, reported under its name, and
@@ -322,7 +323,7 @@ class Distiller(SoftTargetVariables, keras.Model):
         weights = language.weights_or_ones(x, y, sample_weight)
 
         def sampled():
-            new_x, new_y, new_w = language.sample_continuations(self.student, x, step, policy, self.vocabulary_size)
+            new_x, new_y, new_w = sampling.sample_continuations(self.student, x, step, policy, self.vocabulary_size)
             return new_x, tf.cast(new_y, y.dtype), new_w, tf.constant(0.0)
 
         def as_given():
@@ -330,7 +331,7 @@ class Distiller(SoftTargetVariables, keras.Model):
 
         if policy.fraction >= 1.0 and policy.start_step == 0:
             return sampled()
-        return tf.cond(language.on_policy_coin(step, policy), sampled, as_given)
+        return tf.cond(sampling.on_policy_coin(step, policy), sampled, as_given)
 
     # ------------------------------------------------------------------ #
     # Forward passes, metrics and logs
@@ -445,14 +446,8 @@ class Distiller(SoftTargetVariables, keras.Model):
         distillation_loss_fn="kl",
         alpha=DEFAULT_ALPHA,
         temperature=DEFAULT_TEMPERATURE,
-        on_policy_fraction=0.0,
-        max_new_tokens=None,
-        sampling_temperature=1.0,
-        on_policy_seed=0,
-        on_policy_start_step=0,
-        end_token_id="auto",
-        token_chunk_size=token_chunks.AUTO,
-        fused_head=True,
+        on_policy=None,
+        token_chunking=token_chunks.TokenChunking(),
         **kwargs,
     ):
         """Configures the distiller for training.
@@ -472,43 +467,17 @@ class Distiller(SoftTargetVariables, keras.Model):
                 ``f(teacher_logits, student_logits, temperature)``.
             alpha: Weight of the hard-label loss, in ``[0, 1]``.
             temperature: Softmax temperature ``T > 0`` of the soft targets.
-            on_policy_fraction: Language models only: the probability
-                ``lambda`` that a training batch is replaced by the student's
-                own continuations of its prompts, scored by the (online)
-                teacher, with the loss on the generated tokens only and no
-                hard-label loss on them (GKD, Agarwal et al. 2024; MiniLLM,
-                Gu et al. 2024). 0 (default) is ordinary off-policy training.
-                See :func:`kdkeras.language.sample_continuations`.
-            max_new_tokens: Tokens the student generates per sequence when
-                ``on_policy_fraction > 0`` (required then).
-            sampling_temperature: The student's sampling temperature.
-            on_policy_seed: Seed of the on-policy draws; together with the
-                optimizer's step it fixes them, so a resumed run samples the
-                same sequences. KerasHub ``CausalLM`` students sample on their
-                KV cache (:mod:`kdkeras.sampling`), others by full passes.
-            on_policy_start_step: No on-policy batch before this optimizer
-                step: an off-policy warm start (GKD starts from a student
-                trained on the data; from a random student on-policy
-                samples are noise).
-            end_token_id: On-policy sampling stops per sequence at this token
-                (its position keeps its weight, later ones weigh 0).
-                ``"auto"`` (default): the tokenizer's ``end_token_id`` of the
-                preprocessor (the Distiller's, else the student's or the
-                teacher's), else none; ``None``: never stop early.
-            token_chunk_size: Language models: the token-level terms are
-                computed over chunks of this many tokens, each chunk's
-                gradient formed in the forward pass, so a step never holds
-                several ``[tokens, V]`` float32 copies and forms no chunk
-                twice (:mod:`kdkeras.token_chunks`). ``"auto"`` (default)
-                chooses about ``2**24 / V`` tokens (with a fused head at
-                least ``min(width, 512)``); ``None`` turns chunking off.
-                Values and gradients are the same either way.
-            fused_head: Language models: for a KerasHub ``CausalLM`` (or a
-                model that defines ``distillation_head()``) run the backbone
-                to hidden states and form the logits chunk by chunk inside the
-                loss, so no full logits tensor of that model exists during
-                the step (default ``True``; ``False`` calls the models as they
-                are). One log line says which path ran.
+            on_policy: Language models: a :class:`kdkeras.OnPolicy` (the
+                fraction of batches the student continues by sampling, the
+                tokens it generates, its temperature, seed, end token and
+                warm start), or ``None`` (default: ordinary off-policy
+                training). See :func:`kdkeras.sampling.sample_continuations`.
+            token_chunking: Language models: a :class:`kdkeras.TokenChunking`
+                (default: chunks of ``"auto"`` tokens and the fused head), so
+                that a step never holds several ``[tokens, V]`` float32 copies
+                (:mod:`kdkeras.token_chunks`); ``None``: the plain computation on
+                full logits. One log line says which path ran. Values and
+                gradients are the same either way.
             **kwargs: Other ``keras.Model.compile`` arguments (``jit_compile``,
                 ``steps_per_execution``, ``run_eagerly``, ``weighted_metrics``,
                 ``auto_scale_loss``). ``loss`` is not accepted: use
@@ -522,54 +491,38 @@ class Distiller(SoftTargetVariables, keras.Model):
             )
         self.student_loss_fn, self.distillation_loss_fn, alpha, temperature = self._compile_soft_targets(
             student_loss_fn, distillation_loss_fn, alpha, temperature)
-        self._chunk_setting = token_chunks.check_chunk_setting(token_chunk_size)
-        if not isinstance(fused_head, bool):
-            raise ValueError(f"fused_head must be True or False; received {fused_head!r}.")
+        chunking = token_chunks.TokenChunking.of(token_chunking)
+        self._chunk_setting = chunking.size
         self._heads = {}
-        if fused_head:
+        if chunking.fused_head:
             for which, model in (("student_layers", self.student), ("teacher_layers", self.teacher)):
                 head = token_chunks.head_of(model)
                 if head is not None:
                     self._heads[which] = head
         self._path_logged = False
-        self._on_policy = None
-        if on_policy_fraction:
-            if max_new_tokens is None:
-                raise ValueError(f"on_policy_fraction={on_policy_fraction!r} needs max_new_tokens= (the number of "
-                                 "tokens the student generates after each prompt).")
-            end, pad = self._special_tokens(end_token_id)
-            self._on_policy = language.OnPolicy(on_policy_fraction, max_new_tokens, sampling_temperature,
-                                                on_policy_seed, end, pad, on_policy_start_step)
+        if isinstance(on_policy, dict):
+            on_policy = sampling.OnPolicy(**on_policy)
+        if on_policy is not None and not isinstance(on_policy, sampling.OnPolicy):
+            raise TypeError(f"on_policy must be a kdkeras.OnPolicy or None; received {on_policy!r}.")
+        # "auto" token ids resolved from the tokenizer now; an off fraction samples nothing
+        self._on_policy = on_policy.resolved(self._tokenizer()) if on_policy and on_policy.fraction else None
         self._terms = [
             StudentLoss(self.student_loss_fn, weight=self._hard_weight),
             SoftTargetLoss(self.distillation_loss_fn, lambda: self.temperature_variable, weight=self._soft_weight),
             *self.loss_terms,
         ]
         self._distill_compile_args = {
-            "student_loss_fn": self.student_loss_fn,
-            "distillation_loss_fn": distillation_loss_fn,
-            "alpha": alpha,
-            "temperature": temperature,
-            "on_policy_fraction": on_policy_fraction,
-            "max_new_tokens": max_new_tokens,
-            "sampling_temperature": sampling_temperature,
-            "on_policy_seed": on_policy_seed,
-            "on_policy_start_step": on_policy_start_step,
-            "end_token_id": end_token_id,
-            "token_chunk_size": token_chunk_size,
-            "fused_head": fused_head,
+            "student_loss_fn": self.student_loss_fn, "distillation_loss_fn": distillation_loss_fn, "alpha": alpha,
+            "temperature": temperature, "on_policy": None if on_policy is None else dataclasses.asdict(on_policy),
+            "token_chunking": dataclasses.asdict(chunking),
         }
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
         self._assign_soft_targets(alpha, temperature)
 
-    def _special_tokens(self, end_token_id):
-        """``(end token id or None, pad token id)`` for on-policy sampling (``"auto"``: the tokenizer's)."""
+    def _tokenizer(self):
+        """The tokenizer of the preprocessor (the Distiller's, else the student's or the teacher's), or ``None``."""
         preprocessor = self.preprocessor or language.find_preprocessor(self.student, self.teacher)
-        tokenizer = getattr(preprocessor, "tokenizer", None)
-        if isinstance(end_token_id, str) and end_token_id == "auto":
-            end_token_id = getattr(tokenizer, "end_token_id", None)
-        pad = getattr(tokenizer, "pad_token_id", None)
-        return end_token_id, int(pad) if pad is not None else 0
+        return getattr(preprocessor, "tokenizer", None)
 
     # ------------------------------------------------------------------ #
     # Serialization
@@ -620,18 +573,18 @@ class Distiller(SoftTargetVariables, keras.Model):
         config.pop("loss_weights", None)
         config["student_loss_fn"] = keras.saving.serialize_keras_object(args["student_loss_fn"])
         config["distillation_loss_fn"] = dist if isinstance(dist, str) else keras.saving.serialize_keras_object(dist)
-        for key in ("alpha", "temperature", "on_policy_fraction", "max_new_tokens", "sampling_temperature",
-                    "on_policy_seed", "on_policy_start_step", "end_token_id", "token_chunk_size", "fused_head"):
+        for key in ("alpha", "temperature", "on_policy", "token_chunking"):
             config[key] = args[key]
         return config
 
     def compile_from_config(self, config):
         config = dict(config)
         dist = config.pop("distillation_loss_fn", "kl")
+        plain = {key: config.pop(key) for key in ("on_policy", "token_chunking") if key in config}
         if not isinstance(dist, str):
             dist = keras.saving.deserialize_keras_object(dist)
         config = keras.saving.deserialize_keras_object(config)
-        self.compile(distillation_loss_fn=dist, **config)
+        self.compile(distillation_loss_fn=dist, **config, **plain)
         if self.optimizer is not None and self.built:
             self.optimizer.build(self.trainable_variables)
 

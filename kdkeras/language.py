@@ -1,4 +1,4 @@
-"""Language-model batches for the distillers: token weights, on-policy samples, raw strings.
+"""Language-model batches for the distillers: token weights, tokenizers, raw strings.
 
 A language model's batch follows KerasHub's convention (any Keras model that
 takes the same inputs works too)::
@@ -12,10 +12,9 @@ work as inputs as well.
 
 - :func:`default_token_weights`: the per-token weights a batch carries, the
   ``padding_mask`` of dict inputs when no ``sample_weight`` is given.
-- :class:`OnPolicy` and :func:`sample_continuations` (defined in
-  :mod:`kdkeras.sampling`): the student continues each sequence's prompt by
-  sampling (GKD, MiniLLM), on its KV cache where it has one; the loss then
-  covers the generated tokens only.
+- On-policy samples (the student continues each prompt, GKD, MiniLLM) live in
+  :mod:`kdkeras.sampling`, which builds on this module; this module imports
+  no other part of kdkeras.
 - :func:`is_string_data` and :func:`preprocess_strings`: raw text through a
   KerasHub preprocessor.
 
@@ -26,7 +25,6 @@ import numpy as np
 import tensorflow as tf
 
 __all__ = [
-    "OnPolicy",
     "byte_level_gpt2_tokenizer",
     "check_same_tokenizer",
     "tokenizer_of",
@@ -36,7 +34,6 @@ __all__ = [
     "find_preprocessor",
     "is_string_data",
     "preprocess_strings",
-    "sample_continuations",
     "token_ids_and_mask",
     "weights_or_ones",
 ]
@@ -216,15 +213,3 @@ def preprocess_strings(preprocessor, x, y=None, sample_weight=None, batch_size=N
     if len(parts) == 1:
         return data.map(preprocessor, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
     return data.map(lambda *a: preprocessor(*a), num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
-
-
-_SAMPLING = ("OnPolicy", "on_policy_coin", "sample_continuations")
-
-
-def __getattr__(name):
-    # The on-policy sampler lives in kdkeras.sampling (which imports this module); its names are part of this API.
-    if name in _SAMPLING:
-        from kdkeras import sampling
-
-        return getattr(sampling, name)
-    raise AttributeError(f"module 'kdkeras.language' has no attribute {name!r}")

@@ -35,20 +35,30 @@ __all__ = ["OnPolicy", "has_kv_cache", "kv_cache_steps", "on_policy_coin", "samp
 
 @dataclasses.dataclass(frozen=True)
 class OnPolicy:
-    """Settings of on-policy distillation (``Distiller.compile(on_policy_fraction=...)``).
+    """On-policy distillation (GKD, Agarwal et al. 2024; MiniLLM, Gu et al. 2024): ``compile(on_policy=...)``.
+
+    With probability ``fraction`` a training batch is replaced by the
+    student's own continuations of its prompts, scored by the (online)
+    teacher, with the loss on the generated tokens only and no hard-label
+    loss on them. KerasHub ``CausalLM`` students sample on their KV cache, in
+    one XLA-compiled loop; other models by full passes.
 
     Attributes:
-        fraction: Probability ``lambda`` that a training batch is replaced by
-            the student's own continuations (GKD's student-data fraction).
+        fraction: Probability ``lambda`` that a training batch is on-policy
+            (GKD's student-data fraction), in ``[0, 1]``.
         max_new_tokens: Tokens the student generates per sequence; the prompt
             is each sequence's first ``steps - max_new_tokens`` real tokens.
         temperature: Sampling temperature of the student (> 0).
         seed: Seed of the coin flips and the samples. Batch ``i`` of training
             (the optimizer's iteration count) always draws the same numbers, so
             a run resumed from a checkpoint samples the same sequences.
-        end_token_id: The tokenizer's end token: a sequence stops after
-            sampling it. ``None``: sequences never stop early.
-        pad_token_id: The id written after a sequence's end (default 0).
+        end_token_id: A sequence stops after sampling this token (its
+            position keeps its weight, later ones weigh 0). ``"auto"``
+            (default): the tokenizer's ``end_token_id`` (the Distiller's
+            preprocessor, else the student's or the teacher's), else none;
+            ``None``: never stop early.
+        pad_token_id: The id written after a sequence's end; ``None``
+            (default): the tokenizer's pad id, else 0.
         start_step: Training batches before this optimizer step are never
             on-policy: an off-policy warm start, as in GKD (default 0).
     """
@@ -57,8 +67,8 @@ class OnPolicy:
     max_new_tokens: int
     temperature: float = 1.0
     seed: int = 0
-    end_token_id: object = None
-    pad_token_id: int = 0
+    end_token_id: object = "auto"
+    pad_token_id: object = None
     start_step: int = 0
 
     def __post_init__(self):
@@ -70,20 +80,30 @@ class OnPolicy:
 
         if isinstance(self.fraction, bool) or not isinstance(self.fraction, (int, float)) or \
                 not 0.0 <= self.fraction <= 1.0:
-            fail("on_policy_fraction", self.fraction, "a number in [0, 1]")
+            fail("OnPolicy.fraction", self.fraction, "a number in [0, 1]")
         if not is_int(self.max_new_tokens) or self.max_new_tokens < 1:
-            fail("max_new_tokens", self.max_new_tokens, "a positive integer (tokens the student generates)")
+            fail("OnPolicy.max_new_tokens", self.max_new_tokens, "a positive integer (tokens the student generates)")
         if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) or \
                 not np.isfinite(self.temperature) or self.temperature <= 0:
-            fail("sampling_temperature", self.temperature, "a finite number > 0")
+            fail("OnPolicy.temperature", self.temperature, "a finite number > 0")
         if not is_int(self.seed):
-            fail("on_policy_seed", self.seed, "an integer")
-        if self.end_token_id is not None and (not is_int(self.end_token_id) or self.end_token_id < 0):
-            fail("end_token_id", self.end_token_id, "a token id >= 0 or None")
-        if not is_int(self.pad_token_id) or self.pad_token_id < 0:
-            fail("pad_token_id", self.pad_token_id, "a token id >= 0")
+            fail("OnPolicy.seed", self.seed, "an integer")
+        if self.end_token_id not in (None, "auto") and (not is_int(self.end_token_id) or self.end_token_id < 0):
+            fail("OnPolicy.end_token_id", self.end_token_id, "a token id >= 0, 'auto' or None")
+        if self.pad_token_id is not None and (not is_int(self.pad_token_id) or self.pad_token_id < 0):
+            fail("OnPolicy.pad_token_id", self.pad_token_id, "a token id >= 0 or None")
         if not is_int(self.start_step) or self.start_step < 0:
-            fail("on_policy_start_step", self.start_step, "an integer >= 0")
+            fail("OnPolicy.start_step", self.start_step, "an integer >= 0")
+
+    def resolved(self, tokenizer=None):
+        """This policy with ``"auto"`` / ``None`` token ids replaced by ``tokenizer``'s (else no end token, pad 0)."""
+        end, pad = self.end_token_id, self.pad_token_id
+        if isinstance(end, str):
+            end = getattr(tokenizer, "end_token_id", None)
+        if pad is None:
+            pad = getattr(tokenizer, "pad_token_id", None)
+        return dataclasses.replace(self, end_token_id=None if end is None else int(end),
+                                   pad_token_id=0 if pad is None else int(pad))
 
 
 def has_kv_cache(model):
@@ -133,6 +153,7 @@ def sample_continuations(student, x, step, policy, vocabulary_size=None, use_cac
             models are KerasHub's (XLA-compatible); the full-pass path runs
             any Keras model, so it is not compiled by default.
     """
+    policy = policy.resolved()  # ids still "auto" here: no end token, pad 0
     ids, _ = language.token_ids_and_mask(x)
     tf.debugging.assert_positive(tf.shape(ids)[1] - policy.max_new_tokens, message=(
         f"On-policy distillation: sequences must be longer than max_new_tokens={policy.max_new_tokens}."))

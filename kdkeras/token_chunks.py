@@ -35,6 +35,7 @@ This module is core: TensorFlow and Keras only; keras-hub is never imported
 (a KerasHub model is recognised by its attributes).
 """
 
+import dataclasses
 import logging
 from typing import NamedTuple
 
@@ -51,6 +52,7 @@ __all__ = [
     "ChunkedTerms",
     "HeadLogits",
     "LMHead",
+    "TokenChunking",
     "chunk_size_for",
     "chunked_terms",
     "head_of",
@@ -86,12 +88,52 @@ def chunk_size_for(setting, vocabulary, width=None):
 
 
 def check_chunk_setting(value):
-    """``token_chunk_size`` must be ``"auto"``, ``None`` (off) or a positive integer; returns it."""
+    """``TokenChunking.size`` must be ``"auto"``, ``None`` (off) or a positive integer; returns it."""
     ok = value is None or value == AUTO or (isinstance(value, int) and not isinstance(value, bool) and value > 0)
     if not ok:
-        raise ValueError(f"token_chunk_size must be 'auto', None (no chunks) or a positive integer (tokens per "
+        raise ValueError(f"TokenChunking.size must be 'auto', None (no chunks) or a positive integer (tokens per "
                          f"chunk); received {value!r}.")
     return value
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenChunking:
+    """How a Distiller computes the token-level terms of language models (``compile(token_chunking=...)``).
+
+    Attributes:
+        size: Tokens a chunk: ``"auto"`` (default; about ``2**24 / V``, with a
+            fused head at least ``min(width, 512)``, see
+            :func:`chunk_size_for`), a positive integer, or ``None`` (all
+            tokens in one piece).
+        fused_head: For a KerasHub ``CausalLM`` (or a model that defines
+            ``distillation_head()``) run the backbone to hidden states and form
+            the logits chunk by chunk inside the loss, so that no full
+            ``[tokens, V]`` logits tensor of that model exists in the step
+            (default ``True``; ``False`` calls the models as they are).
+
+    ``compile(token_chunking=None)`` is ``TokenChunking(size=None,
+    fused_head=False)``: the plain computation on full logits. Values and
+    gradients are the same on every setting.
+    """
+
+    size: object = AUTO
+    fused_head: bool = True
+
+    def __post_init__(self):
+        check_chunk_setting(self.size)
+        if not isinstance(self.fused_head, bool):
+            raise ValueError(f"fused_head must be True or False; received {self.fused_head!r}.")
+
+    @classmethod
+    def of(cls, value):
+        """A :class:`TokenChunking` from ``compile``'s argument (an instance, ``None``, or its dict)."""
+        if value is None:
+            return cls(None, False)
+        if isinstance(value, dict):
+            return cls(**value)
+        if not isinstance(value, cls):
+            raise TypeError(f"token_chunking must be a kdkeras.TokenChunking or None; received {value!r}.")
+        return value
 
 
 class LMHead(NamedTuple):

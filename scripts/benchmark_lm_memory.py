@@ -16,7 +16,7 @@ Families (vocabulary ``--vocabulary``, 151,936 by default: Qwen3's):
 - ``gpt2``: a KerasHub ``GPT2CausalLM`` pair from configs (tied embeddings).
 
 Trainers: ``student alone``; the Distiller with ``kl`` and ``jsd`` with
-chunks off (``token_chunk_size=None, fused_head=False``), with chunks
+chunks off (``token_chunking=None``), with chunks
 (``"auto"``), and with chunks and the fused head.
 
     python scripts/benchmark_lm_memory.py --json docs/results/lm_memory.json
@@ -126,7 +126,7 @@ def run_one(family, trainer, batch, args):
                 m.distillation_head = None  # hide the protocol: the models run as they are
         model = kdkeras.Distiller(student=student, teacher=teacher)
         model.compile(optimizer="sgd", distillation_loss_fn=loss, alpha=0.5, temperature=2.0,
-                      token_chunk_size=chunks, fused_head=fused)
+                      token_chunking=kdkeras.TokenChunking(chunks, fused))
     start = time.perf_counter()
     model.fit(data, epochs=1, verbose=0)
     seconds = time.perf_counter() - start

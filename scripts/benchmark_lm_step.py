@@ -18,7 +18,7 @@ Pairs (``--pairs``):
 
 Trainers: ``student alone`` (``student.fit`` on hard labels), ``kdkeras
 defaults`` (chunks + fused head), ``kdkeras, chunks, no fused head``,
-``kdkeras, no chunks`` (``token_chunk_size=None, fused_head=False``),
+``kdkeras, no chunks`` (``token_chunking=None``),
 ``keras.distillation`` (its ``Distiller``, student loss weight 0.5 and
 ``LogitsDistillation``).
 
@@ -41,8 +41,8 @@ PAIRS = {
 TRAINERS = {
     "student alone": None,
     "kdkeras defaults": {},
-    "kdkeras, chunks, no fused head": {"fused_head": False},
-    "kdkeras, no chunks": {"token_chunk_size": None, "fused_head": False},
+    "kdkeras, chunks, no fused head": {"token_chunking": "no fused head"},
+    "kdkeras, no chunks": {"token_chunking": None},
     "keras.distillation": "keras",
 }
 
@@ -98,6 +98,8 @@ def trainer_model(name, teacher, student):
                                                                       loss=keras.losses.KLDivergence()))
         model.compile(optimizer=keras.optimizers.SGD(1e-3), loss=hard)
         return model
+    if setting.get("token_chunking") == "no fused head":
+        setting = {"token_chunking": kdkeras.TokenChunking(fused_head=False)}
     model = kdkeras.Distiller(student, teacher)
     model.compile(optimizer=keras.optimizers.SGD(1e-3), distillation_loss_fn="kl", alpha=0.5, temperature=1.0,
                   **setting)

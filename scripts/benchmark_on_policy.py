@@ -6,8 +6,8 @@ batches of ``--batch-size`` (8), ``--max-new-tokens`` (32) sampled per
 sequence. Trainers, timed side by side over the same batches after a
 warm-up (median seconds a step, the first step of each round left out):
 
-- ``teacher-forced``: ``on_policy_fraction=0`` (the plain Distiller step);
-- ``on-policy, KV cache``: ``on_policy_fraction=1``, the student samples on
+- ``teacher-forced``: ``on_policy=None`` (the plain Distiller step);
+- ``on-policy, KV cache``: ``OnPolicy(1.0, ...)``, the student samples on
   its cache (``call_with_cache``), the default for KerasHub CausalLMs;
 - ``on-policy, full passes``: the same with the cache hidden, one full
   forward pass per new token (the path for other Keras models).
@@ -87,8 +87,8 @@ def main(argv=None):
             object.__setattr__(student, "_build_cache", None)  # hides the cache: one full pass per token
         d = kdkeras.Distiller(student, teacher)
         d.compile(optimizer="adam", alpha=0.0, temperature=1.0,
-                  on_policy_fraction=0.0 if name == "teacher-forced" else 1.0,
-                  max_new_tokens=args.max_new_tokens, end_token_id=None)
+                  on_policy=None if name == "teacher-forced" else kdkeras.OnPolicy(
+                      1.0, max_new_tokens=args.max_new_tokens, end_token_id=None))
         d.fit(batches.take(1), epochs=1, verbose=0)  # traces the step
         distillers[name] = d
     times = {name: [] for name in TRAINERS}

@@ -2,7 +2,7 @@
 
 KerasHub pairs from tiny configs (GPT-2: learned positions, tied embedding;
 Qwen3: grouped-query attention, tied embedding), and a plain Keras model that
-exposes ``distillation_head()``; each setting compared with ``fused_head=False``.
+exposes ``distillation_head()``; each setting compared with ``TokenChunking(fused_head=False)``.
 """
 
 import functools
@@ -59,8 +59,9 @@ def run(build, fused, teacher_vocab=VOCAB, cache=False, on_policy=0.0, loss="jsd
     teacher, student = build(1, layers=2, hidden=32, vocab=teacher_vocab), build(2)
     d = kdkeras.Distiller(student, teacher, vocabulary_size=VOCAB if teacher_vocab != VOCAB else None)
     d.compile(optimizer=keras.optimizers.SGD(learning_rate), alpha=0.4, temperature=2.0, distillation_loss_fn=loss,
-              metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")], token_chunk_size=chunk,
-              fused_head=fused, on_policy_fraction=on_policy, max_new_tokens=3 if on_policy else None)
+              metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+              token_chunking=kdkeras.TokenChunking(chunk, fused),
+              on_policy=kdkeras.OnPolicy(on_policy, max_new_tokens=3) if on_policy else None)
     batches = data()
     if cache:
         batches = kdkeras.cache_teacher_logits(teacher, batches, top_k=6, temperature=2.0, shuffle=False,
@@ -147,8 +148,8 @@ def test_a_plain_keras_model_gets_the_fused_path_through_distillation_head():
     for fused in (True, False):
         teacher, student = PlainLM(16, 1, name="teacher"), PlainLM(8, 2, name="student")
         d = kdkeras.Distiller(student, teacher)
-        d.compile(optimizer=keras.optimizers.SGD(0.5), alpha=0.3, temperature=2.0, token_chunk_size=4,
-                  fused_head=fused)
+        d.compile(optimizer=keras.optimizers.SGD(0.5), alpha=0.3, temperature=2.0,
+                  token_chunking=kdkeras.TokenChunking(4, fused))
         head = d._heads.get("student_layers")
         assert (head is not None and head.vocabulary == VOCAB) == fused
         values = d.evaluate(data(), verbose=0, return_dict=True)

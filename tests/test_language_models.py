@@ -319,11 +319,11 @@ def test_cache_stores_real_tokens_only_and_trains_like_the_online_teacher(tmp_pa
 def test_sampled_continuations_keep_prompts_and_weigh_generated_tokens_only():
     ids, mask, y, w = padded_batch(seed=4)
     student = tiny_lm(8, V, "student", 2)
-    policy = kdkeras.language.OnPolicy(1.0, max_new_tokens=3, seed=5)
+    policy = kdkeras.OnPolicy(1.0, max_new_tokens=3, seed=5)
     x = {"token_ids": tf.constant(ids), "padding_mask": tf.constant(mask)}
-    new_x, new_y, new_w = kdkeras.language.sample_continuations(student, x, tf.constant(7), policy)
-    again = kdkeras.language.sample_continuations(student, x, tf.constant(7), policy)[0]["token_ids"]
-    other = kdkeras.language.sample_continuations(student, x, tf.constant(8), policy)[0]["token_ids"]
+    new_x, new_y, new_w = kdkeras.sampling.sample_continuations(student, x, tf.constant(7), policy)
+    again = kdkeras.sampling.sample_continuations(student, x, tf.constant(7), policy)[0]["token_ids"]
+    other = kdkeras.sampling.sample_continuations(student, x, tf.constant(8), policy)[0]["token_ids"]
     new_ids, new_mask = new_x["token_ids"].numpy(), new_x["padding_mask"].numpy()
     np.testing.assert_array_equal(new_ids, again.numpy())  # the same (seed, step): the same samples
     assert not np.array_equal(new_ids, other.numpy())
@@ -345,11 +345,11 @@ def test_sampling_follows_the_students_distribution():
                              keras.layers.Embedding(V, 2, embeddings_initializer="zeros"),
                              keras.layers.Dense(V, bias_initializer=keras.initializers.Constant(
                                  np.where(np.arange(V) == 7, 30.0, 0.0)))])
-    policy = kdkeras.language.OnPolicy(1.0, max_new_tokens=4, seed=0)
-    new_ids, _, w = kdkeras.language.sample_continuations(sure, tf.constant(ids), tf.constant(0), policy)
+    policy = kdkeras.OnPolicy(1.0, max_new_tokens=4, seed=0)
+    new_ids, _, w = kdkeras.sampling.sample_continuations(sure, tf.constant(ids), tf.constant(0), policy)
     generated = np.roll(new_ids.numpy(), -1, 1)[w.numpy() > 0]
     assert (generated == 7).all()
-    limited = kdkeras.language.sample_continuations(sure, tf.constant(ids), tf.constant(0), policy,
+    limited = kdkeras.sampling.sample_continuations(sure, tf.constant(ids), tf.constant(0), policy,
                                                     vocabulary_size=5)[0].numpy()
     assert np.roll(limited, -1, 1)[w.numpy() > 0].max() < 5
 
@@ -362,8 +362,8 @@ def test_on_policy_training_is_seeded_and_resumes_with_the_same_samples(tmp_path
     def run(epochs, seed=3, resume_from=None):
         keras.utils.set_random_seed(0)
         d = kdkeras.Distiller(tiny_lm(8, V, "student", 2), tiny_lm(16, V, "teacher", 1))
-        d.compile(optimizer=keras.optimizers.Adam(0.05), alpha=0.5, temperature=1.0, on_policy_fraction=0.5,
-                  max_new_tokens=3, on_policy_seed=seed)
+        d.compile(optimizer=keras.optimizers.Adam(0.05), alpha=0.5, temperature=1.0,
+                  on_policy=kdkeras.OnPolicy(0.5, max_new_tokens=3, seed=seed))
         initial = 0
         if resume_from is not None:
             d.fit(data.take(1), epochs=1, verbose=0)  # builds the optimizer
@@ -388,12 +388,16 @@ def test_on_policy_training_is_seeded_and_resumes_with_the_same_samples(tmp_path
 
 def test_on_policy_arguments_are_checked():
     d = kdkeras.Distiller(tiny_lm(8, V, "student", 2), tiny_lm(16, V, "teacher", 1))
-    with pytest.raises(ValueError, match="needs max_new_tokens"):
-        d.compile(on_policy_fraction=0.5)
-    with pytest.raises(ValueError, match="on_policy_fraction must be a number in"):
-        d.compile(on_policy_fraction=1.5, max_new_tokens=2)
-    with pytest.raises(ValueError, match="sampling_temperature"):
-        d.compile(on_policy_fraction=0.5, max_new_tokens=2, sampling_temperature=0)
+    with pytest.raises(TypeError, match="max_new_tokens"):
+        kdkeras.OnPolicy(0.5)
+    with pytest.raises(ValueError, match="OnPolicy.fraction must be a number in"):
+        kdkeras.OnPolicy(1.5, max_new_tokens=2)
+    with pytest.raises(ValueError, match="OnPolicy.temperature"):
+        kdkeras.OnPolicy(0.5, max_new_tokens=2, temperature=0)
+    with pytest.raises(TypeError, match="on_policy must be a kdkeras.OnPolicy"):
+        d.compile(on_policy=0.5)
+    with pytest.raises(ValueError, match="TokenChunking.size must be"):
+        d.compile(token_chunking=kdkeras.TokenChunking(size=0))
 
 
 # ---------------------------------------------------------------------- #
@@ -415,3 +419,19 @@ def test_language_model_metrics_count_real_tokens_only():
     np.testing.assert_allclose(m["kl_to_teacher"], kl_np(lt, ls)[real].mean(), rtol=1e-4)
     np.testing.assert_allclose(m["agreement"], (lt.argmax(-1) == ls.argmax(-1))[real].mean())
     assert m["tokens"] == real.sum()
+
+
+def test_the_language_model_options_survive_the_compile_config():
+    """``on_policy`` and ``token_chunking`` are saved with the compile config and restored by compile_from_config."""
+    d = kdkeras.Distiller(tiny_lm(8, V, "student", 2), tiny_lm(16, V, "teacher", 1))
+    d.compile(optimizer="sgd", alpha=0.2, temperature=1.5,
+              on_policy=kdkeras.OnPolicy(0.25, max_new_tokens=3, temperature=0.7, seed=9, end_token_id=4, start_step=2),
+              token_chunking=kdkeras.TokenChunking(7, fused_head=False))
+    config = json.loads(json.dumps(d.get_compile_config()))  # as a .keras file stores it
+    again = kdkeras.Distiller(tiny_lm(8, V, "student", 2), tiny_lm(16, V, "teacher", 1))
+    again.compile_from_config(config)
+    assert again._on_policy == d._on_policy == kdkeras.OnPolicy(0.25, 3, 0.7, 9, 4, 0, 2)
+    assert again._chunk_setting == 7 and not again._heads
+    off = kdkeras.Distiller(tiny_lm(8, V, "student", 2), tiny_lm(16, V, "teacher", 1))
+    off.compile(token_chunking=None)
+    assert off._chunk_setting is None and off._on_policy is None

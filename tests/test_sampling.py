@@ -60,7 +60,7 @@ def test_the_kv_cache_path_draws_the_generic_paths_tokens(build):
     student = build()
     assert sampling.has_kv_cache(student)
     x = prompts(seed=1)
-    policy = kdkeras.language.OnPolicy(1.0, max_new_tokens=4, seed=3, temperature=1.5)
+    policy = kdkeras.OnPolicy(1.0, max_new_tokens=4, seed=3, temperature=1.5)
     with CallCounter(student) as counter:
         cached = sampling.sample_continuations(student, x, tf.constant(11), policy)
     assert counter.calls == 0  # no full forward pass: the cache was used
@@ -85,7 +85,7 @@ def test_the_kv_cache_samples_inside_the_compiled_train_step():
         if not use_cache:
             object.__setattr__(s, "_build_cache", None)  # hides the cache: the generic path runs
         d = kdkeras.Distiller(s, t)
-        d.compile(optimizer=keras.optimizers.SGD(0.1), on_policy_fraction=1.0, max_new_tokens=3, on_policy_seed=4,
+        d.compile(optimizer=keras.optimizers.SGD(0.1), on_policy=kdkeras.OnPolicy(1.0, max_new_tokens=3, seed=4),
                   alpha=0.5, temperature=1.0)
         logs = d.fit(data, epochs=1, verbose=0).history
         runs.append((logs, [v.numpy() for v in s.trainable_variables]))
@@ -115,7 +115,7 @@ def test_sampling_stops_at_the_end_token_which_keeps_its_weight(pad_is_end):
     end, pad = 3, (3 if pad_is_end else 0)
     # Predicts 7 at positions < 5, then the end token: every sequence ends at position 6 or at its prompt.
     model = sure_model(7, then=end, after=5)
-    policy = kdkeras.language.OnPolicy(1.0, max_new_tokens=4, seed=0, end_token_id=end, pad_token_id=pad)
+    policy = kdkeras.OnPolicy(1.0, max_new_tokens=4, seed=0, end_token_id=end, pad_token_id=pad)
     x = {"token_ids": tf.constant(ids), "padding_mask": tf.constant(mask)}
     new_x, new_y, w = sampling.sample_continuations(lambda x, training: model(x["token_ids"]), x, tf.constant(0),
                                                     policy)
@@ -141,25 +141,25 @@ def test_the_distiller_takes_the_end_token_from_the_tokenizer():
     preprocessor = keras_hub.models.GPT2CausalLMPreprocessor(tokenizer=tokenizer, sequence_length=S)
     teacher, student = tiny_lm(8, 258, "teacher", 1), tiny_lm(8, 258, "student", 2)
     d = kdkeras.Distiller(student, teacher, preprocessor=preprocessor)
-    d.compile(on_policy_fraction=1.0, max_new_tokens=2)
+    d.compile(on_policy=kdkeras.OnPolicy(1.0, max_new_tokens=2))
     assert d._on_policy.end_token_id == tokenizer.end_token_id == 256
     assert d._on_policy.pad_token_id == tokenizer.pad_token_id
-    d.compile(on_policy_fraction=1.0, max_new_tokens=2, end_token_id=None)
+    d.compile(on_policy=kdkeras.OnPolicy(1.0, max_new_tokens=2, end_token_id=None))
     assert d._on_policy.end_token_id is None
     with pytest.raises(ValueError, match="end_token_id"):
-        d.compile(on_policy_fraction=1.0, max_new_tokens=2, end_token_id=-1)
+        kdkeras.OnPolicy(1.0, max_new_tokens=2, end_token_id=-1)
 
 
 def test_no_batch_is_on_policy_before_the_warm_start_ends():
-    policy = kdkeras.language.OnPolicy(1.0, max_new_tokens=2, start_step=5)
+    policy = kdkeras.OnPolicy(1.0, max_new_tokens=2, start_step=5)
     coins = [bool(sampling.on_policy_coin(tf.constant(step, tf.int64), policy)) for step in range(10)]
     assert coins == [False] * 5 + [True] * 5
-    half = kdkeras.language.OnPolicy(0.5, max_new_tokens=2, start_step=50, seed=1)
+    half = kdkeras.OnPolicy(0.5, max_new_tokens=2, start_step=50, seed=1)
     late = [bool(sampling.on_policy_coin(tf.constant(step, tf.int64), half)) for step in range(50, 250)]
     assert not any(bool(sampling.on_policy_coin(tf.constant(s, tf.int64), half)) for s in range(50))
     assert 0.35 < np.mean(late) < 0.65
-    with pytest.raises(ValueError, match="on_policy_start_step"):
-        kdkeras.language.OnPolicy(0.5, max_new_tokens=2, start_step=-1)
+    with pytest.raises(ValueError, match="OnPolicy.start_step"):
+        kdkeras.OnPolicy(0.5, max_new_tokens=2, start_step=-1)
 
 
 @pytest.mark.parametrize("build", [gpt2, qwen3], ids=["gpt2", "qwen3"])
@@ -189,7 +189,7 @@ def test_rows_with_the_same_prompt_draw_different_continuations():
     x = prompts(seed=2, batch=1)
     x = {key: tf.repeat(v, 4, axis=0) for key, v in x.items()}
     x["padding_mask"] = tf.ones_like(x["padding_mask"])
-    policy = kdkeras.language.OnPolicy(1.0, max_new_tokens=6, seed=1, temperature=1.0)
+    policy = kdkeras.OnPolicy(1.0, max_new_tokens=6, seed=1, temperature=1.0)
     ids = sampling.sample_continuations(student, x, tf.constant(3), policy)[0]["token_ids"].numpy()
     assert len({tuple(row[-6:]) for row in ids}) == 4
     np.testing.assert_array_equal(ids[:, :-6], np.repeat(ids[:1, :-6], 4, axis=0))  # the prompts are kept

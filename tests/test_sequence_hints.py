@@ -42,7 +42,7 @@ def make(loss, alpha=1.0, hint_weight=1.0):
     teacher, student = gpt2(1, 2, 32), gpt2(2, 1, 16)
     d = FeatureDistiller(student, teacher, hints=[("transformer_layer_0", "transformer_layer_1")],
                          hint_weight=hint_weight, hint_loss=loss)
-    d.compile(optimizer=keras.optimizers.SGD(0.1), alpha=alpha, temperature=1.0, token_chunk_size=None)
+    d.compile(optimizer=keras.optimizers.SGD(0.1), alpha=alpha, temperature=1.0, token_chunking=None)
     return d
 
 

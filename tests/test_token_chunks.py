@@ -32,7 +32,7 @@ def make(chunk, loss="kl", jit=False, terms=(), **compile_kwargs):
     teacher, student = tiny_lm(16, V, "teacher", 1), tiny_lm(8, V, "student", 2)
     d = kdkeras.Distiller(student, teacher, loss_terms=list(terms))
     d.compile(optimizer=keras.optimizers.SGD(0.5), alpha=0.3, temperature=2.0, distillation_loss_fn=loss,
-              token_chunk_size=chunk, jit_compile=jit, **compile_kwargs)
+              token_chunking=kdkeras.TokenChunking(chunk, fused_head=False), jit_compile=jit, **compile_kwargs)
     return d
 
 
@@ -168,7 +168,7 @@ def test_the_chunk_setting_is_checked_and_auto_scales_with_the_vocabulary():
     assert token_chunks.chunk_size_for("auto", 151_936, width=1024) == 512
     assert token_chunks.chunk_size_for(7, 151_936, width=1024) == 7
     for bad in (0, -3, 2.5, "big", True):
-        with pytest.raises(ValueError, match="token_chunk_size"):
+        with pytest.raises(ValueError, match="TokenChunking.size"):
             make(bad)
 
 

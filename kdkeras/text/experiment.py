@@ -34,6 +34,7 @@ import tensorflow as tf
 from kdkeras import evaluation
 from kdkeras.data import top_k as top_k_cache
 from kdkeras.distiller import Distiller
+from kdkeras.sampling import OnPolicy
 from kdkeras.experiment import StageResult, fit_stage
 from kdkeras.text.corpus import CharVocabulary, split_corpus
 from kdkeras.text.models import build_gpt, generate
@@ -221,10 +222,10 @@ def distil(student, teacher, train, recipe, *, state=None, verbose=2, callbacks=
     distiller.compile(optimizer=_adam(recipe.student_learning_rate, steps),
                       metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
                       distillation_loss_fn=distillation_loss_fn or recipe.loss, alpha=recipe.alpha,
-                      temperature=recipe.temperature, on_policy_fraction=recipe.on_policy_fraction,
-                      max_new_tokens=recipe.max_new_tokens, sampling_temperature=recipe.sampling_temperature,
-                      on_policy_seed=recipe.seed,
-                      on_policy_start_step=int(round(recipe.on_policy_warm_start * steps)))
+                      temperature=recipe.temperature,
+                      on_policy=OnPolicy(recipe.on_policy_fraction, recipe.max_new_tokens,
+                                         recipe.sampling_temperature, recipe.seed,
+                                         start_step=int(round(recipe.on_policy_warm_start * steps))))
     n = len(train[0])
     passes = steps * recipe.batch_size / n
     if recipe.top_k and not recipe.on_policy_fraction and passes >= recipe.cache_min_passes:

@@ -32,6 +32,7 @@ from kdkeras import evaluation, provenance
 from kdkeras.atomic import write_text
 from kdkeras.distiller import Distiller
 from kdkeras.experiment import RunState, fit_stage
+from kdkeras.sampling import OnPolicy
 from kdkeras.text import causal_lm, generation
 
 __all__ = ["LMJob", "distil_and_report", "evaluate", "prepare", "samples"]
@@ -127,8 +128,7 @@ def distil(job, settings, callbacks=()):
     schedule = keras.optimizers.schedules.CosineDecay(settings.learning_rate, epochs * per_epoch)
     distiller.compile(optimizer=keras.optimizers.Adam(schedule), distillation_loss_fn=settings.loss,
                       alpha=settings.alpha, temperature=settings.temperature,
-                      on_policy_fraction=settings.on_policy_fraction, max_new_tokens=settings.max_new_tokens,
-                      on_policy_seed=settings.seed)
+                      on_policy=OnPolicy(settings.on_policy_fraction, settings.max_new_tokens, seed=settings.seed))
     state = RunState(settings.out, resume=settings.resume, model_files={"distilled": ".kdkeras-state/student.keras"})
     if state.finished("distilled"):
         trained = state.load("distilled")

@@ -54,7 +54,7 @@ def train(strategy, cls, data):
     with strategy.scope():
         d = cls(student=lm(6, "student", 2), teacher=lm(12, "teacher", 1))
         d.compile(optimizer=keras.optimizers.SGD(0.5), alpha=0.3, temperature=2.0, distillation_loss_fn="jsd",
-                  token_chunk_size=CHUNK)
+                  token_chunking=kdkeras.TokenChunking(CHUNK, fused_head=False))
     d.fit(data, epochs=1, verbose=0)
     return [v.numpy() for v in d.student.trainable_variables]
 

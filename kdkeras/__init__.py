@@ -29,6 +29,7 @@ _EXPORTS = {
     "FitImages": "kdkeras.data.images",
     "TeacherEnsemble": "kdkeras.teachers",
     "Recipe": "kdkeras.recipe",
+    "LMRecipe": "kdkeras.lm_recipe",
     "DatasetUnavailableError": "kdkeras.data",
     "cache_teacher_logits": "kdkeras.data",
     "load_mnist": "kdkeras.data",
@@ -44,7 +45,7 @@ _EXPORTS = {
     "build_teacher": "kdkeras.models",
 }
 _SUBMODULES = ("atomic", "augment", "callbacks", "checks", "data", "distiller", "distribute",
-               "evaluation", "experiment", "export", "features", "language", "losses", "models", "mutual", "plotting", "provenance",
+               "evaluation", "experiment", "export", "features", "language", "lm_recipe", "losses", "models", "mutual", "plotting", "provenance",
                "recipe", "sampling", "soft_targets", "teachers", "terms", "text", "token_chunks")
 # Submodules that need an extra (pip install "kdkeras[tune]"): imported on first use only.
 _OPTIONAL = ("tuning",)

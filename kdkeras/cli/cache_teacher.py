@@ -28,6 +28,8 @@ def configure(p):
     p.add_argument("--out", required=True, metavar="CACHE", help="the cache folder")
     p.add_argument("--temperature", type=float, default=1.0, help="temperature of the stored log-probabilities")
     p.add_argument("--validation", metavar="FILE", help="held-out data (default: a seeded 5 %% of DATA)")
+    p.add_argument("--teacher-dtype", default="float32", choices=("float32", "bfloat16"),
+                   help="the teacher's weights and computation (bfloat16: half the memory)")
     p.add_argument("--seed", type=int, default=0, help="seed of the held-out documents")
     p.add_argument("--batch-size", type=int, default=8, help="windows per teacher call")
     p.add_argument("--shard-batches", type=int, default=64, help="batches per shard (the unit of resumption)")
@@ -63,7 +65,7 @@ def run(args):
 
     check_args(args)
     try:
-        teacher = causal_lm.load_causal_lm(args.teacher)
+        teacher = causal_lm.load_causal_lm(args.teacher, dtype=args.teacher_dtype)
         data = causal_lm.lm_data(teacher.preprocessor.tokenizer, args.data, args.sequence_length,
                                  args.validation, args.seed)
         causal_lm.check_sequence_length(teacher, args.sequence_length)

@@ -34,6 +34,8 @@ def configure(p):
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling: the mass kept (1: all tokens)")
     p.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0: all)")
     p.add_argument("--batch-size", type=int, default=32, help="sequences decoded together (speed only)")
+    p.add_argument("--teacher-dtype", default="float32", choices=("float32", "bfloat16"),
+                   help="the teacher's weights and computation (bfloat16: half the memory)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run of the same command")
     p.add_argument("--verbose", type=int, default=1, choices=(0, 1))
@@ -68,7 +70,7 @@ def run(args, sampling, prompts, state):
         print(f"{args.out} is complete: nothing to do.")
         return
     try:
-        teacher = causal_lm.load_causal_lm(args.teacher)
+        teacher = causal_lm.load_causal_lm(args.teacher, dtype=args.teacher_dtype)
     except ValueError as e:
         raise UserError(str(e)) from None
     start = time.time()

@@ -247,15 +247,20 @@ def bytes_per_token(tokenizer, vocabulary):
 # ---------------------------------------------------------------------- #
 # Models
 # ---------------------------------------------------------------------- #
-def load_causal_lm(preset, role="--teacher"):
-    """``keras_hub.models.CausalLM.from_preset(preset)``; a ``ValueError`` in one line when that fails."""
+def load_causal_lm(preset, role="--teacher", dtype=None):
+    """``keras_hub.models.CausalLM.from_preset(preset, dtype=dtype)``; a ``ValueError`` in one line when that fails.
+
+    ``dtype``: a dtype policy name for the model's weights and computation
+    (``"bfloat16"``: half the memory of float32 weights; ``"mixed_bfloat16"``:
+    float32 weights, bfloat16 computation), ``None``: the preset's own.
+    """
     import keras_hub
 
     if "://" not in str(preset) and not os.path.isdir(os.fspath(preset)):
         raise ValueError(f"{role} {preset!r} is not a preset: give a directory saved with save_to_preset, a Hugging "
                          "Face checkpoint directory, or a hf:// or kaggle:// handle.")
     try:
-        model = keras_hub.models.CausalLM.from_preset(preset)
+        model = keras_hub.models.CausalLM.from_preset(preset, **({"dtype": dtype} if dtype else {}))
     except Exception as e:  # noqa: BLE001 - any failure is the user's preset
         message = " ".join(str(e).split())[:300]
         raise ValueError(f"{role} {preset!r} could not be loaded as a causal language model: {message}") from None
@@ -271,12 +276,13 @@ def check_sequence_length(model, length):
         raise ValueError(f"--sequence-length {length} is beyond the maximum of {limit} tokens of {model.name!r}.")
 
 
-def student_from_teacher(teacher, layers):
+def student_from_teacher(teacher, layers, dtype=None):
     """A student of ``teacher``'s architecture with ``layers`` transformer layers, initialised from the teacher.
 
     Student layer ``i`` starts as teacher layer ``i * k`` with ``k = L_t // layers``
     (every k-th layer, as DistilBERT), and every other weight (embeddings,
     final norm, head) is the teacher's. The teacher's preprocessor is shared.
+    ``dtype``: the student's dtype policy name (default: the teacher's).
     """
     backbone = teacher.backbone
     total = int(backbone.num_layers)
@@ -284,6 +290,8 @@ def student_from_teacher(teacher, layers):
         raise ValueError(f"from-teacher:{layers} needs 1 to {total} layers (the teacher has {total}).")
     config = backbone.get_config()
     config["num_layers"] = int(layers)
+    if dtype is not None:
+        config["dtype"] = dtype
     small = type(backbone).from_config(config)
     step = total // layers
     source = {layer.name: layer for layer in backbone.layers}

@@ -1,20 +1,17 @@
-"""The stages of ``kdkeras distill-lm`` as a library: prepare, distil, evaluate, report.
+"""The stages of ``kdkeras distill-lm`` as a library: a recipe, then prepare, distil, evaluate, report.
 
-``settings`` is any object with the attributes of ``kdkeras distill-lm``'s
-flags (``teacher``, ``student``, ``data``, ``out``, ``steps``,
-``sequence_length``, ``batch_size``, ``learning_rate``, ``loss``,
-``temperature``, ``alpha``, ``top_k``, ``teacher_cache``,
-``on_policy_fraction``, ``max_new_tokens``, ``lora_rank``, ``validation``,
-``seed``, ``resume``, ``verbose``); ``argparse``'s namespace is one.
+:class:`LMRecipe` holds every setting (the command's flags are built from
+it, :func:`add_arguments`); :func:`prepare` loads and checks the models and
+data, :func:`distil_and_report` trains and writes the outputs.
 
 Example:
 
 ```python
-from types import SimpleNamespace
 from kdkeras.text import lm_job
-settings = SimpleNamespace(teacher="my_teacher_preset", student="from-teacher:2", data="notes.txt", ...)
-job = lm_job.prepare(settings)
-record = lm_job.distil_and_report(job, settings)
+recipe = lm_job.LMRecipe(teacher="my_teacher_preset", student="from-teacher:2", data=("notes.txt",),
+                         out="runs/notes", steps=500)
+job = lm_job.prepare(recipe)
+record = lm_job.distil_and_report(job, recipe)
 ```
 """
 
@@ -32,10 +29,11 @@ from kdkeras import evaluation, provenance
 from kdkeras.atomic import write_text
 from kdkeras.distiller import Distiller
 from kdkeras.experiment import RunState, fit_stage
+from kdkeras.lm_recipe import LMRecipe, add_arguments
 from kdkeras.sampling import OnPolicy
 from kdkeras.text import causal_lm, generation
 
-__all__ = ["LMJob", "distil_and_report", "evaluate", "prepare", "samples"]
+__all__ = ["LMJob", "LMRecipe", "add_arguments", "distil_and_report", "evaluate", "prepare", "samples"]
 
 #: Steps per Keras epoch of distill-lm (one backup and one log line each).
 EPOCH_STEPS = 100
@@ -55,19 +53,19 @@ class LMJob:
 
 
 def prepare(settings):
-    """Loads the teacher and student, reads and splits the data, checks tokenizers, lengths and a cache.
+    """Loads the teacher and student of an :class:`LMRecipe`, reads and splits the data, checks tokenizers,
+    lengths and a cache.
 
     Raises ``ValueError`` (one line) for anything the user gave wrong.
     """
-    teacher = causal_lm.load_causal_lm(settings.teacher)
-    layers = None
-    if settings.student.startswith("from-teacher:"):
-        layers = int(settings.student.split(":", 1)[1])
+    teacher = causal_lm.load_causal_lm(settings.teacher, dtype=settings.teacher_dtype)
+    student_dtype = settings.dtype_policy
+    layers = settings.student_layers
 
     def make_student():
         if layers is not None:
-            return causal_lm.student_from_teacher(teacher, layers)
-        return causal_lm.load_causal_lm(settings.student, "--student")
+            return causal_lm.student_from_teacher(teacher, layers, dtype=student_dtype)
+        return causal_lm.load_causal_lm(settings.student, "--student", dtype=student_dtype)
 
     student, before = make_student(), make_student()
     for model in (teacher, student):
@@ -136,9 +134,20 @@ def distil(job, settings, callbacks=()):
     done = state.completed_epochs("distilled")
     data = _training_data(job, settings)
     start = time.time()
+    callbacks = [*callbacks, *_tensorboard(settings)]
     history = fit_stage(distiller, "distilled", data.skip(done * per_epoch), epochs, per_epoch, done, state=state,
                         verbose=settings.verbose, callbacks=callbacks, saved_model=student)
     return student, history, time.time() - start
+
+
+def _tensorboard(recipe):
+    """TensorBoard's callback (logs under ``recipe.tensorboard``) and the temperature and alpha in its epoch logs."""
+    if not recipe.tensorboard:
+        return []
+    from kdkeras.callbacks import DistillationSchedule
+
+    return [DistillationSchedule(temperature=recipe.temperature, alpha=recipe.alpha),
+            keras.callbacks.TensorBoard(log_dir=os.path.join(recipe.tensorboard, "distilled"), write_graph=False)]
 
 
 def samples(models, job, count=3, length=64, seed=0):
@@ -174,7 +183,7 @@ def distil_and_report(job, settings, command=""):
     weights = job.data.train[2]
     real_share = float(weights.sum() / weights.size)
     record = {
-        "command": command, "provenance": provenance.provenance(), "settings": _jsonable(vars(settings)),
+        "command": command, "provenance": provenance.provenance(), "settings": _jsonable(dataclasses.asdict(settings)),
         "documents": job.data.documents, **before, "student_after": after,
         "gap_closed_bits_per_byte": evaluation.gap_closed(before["teacher"]["bits_per_byte"],
                                                           before["student_before"]["bits_per_byte"],
@@ -193,8 +202,8 @@ def distil_and_report(job, settings, command=""):
 
 def _jsonable(values):
     scalar = (str, int, float, bool, type(None))
-    return {k: v for k, v in values.items()
-            if isinstance(v, scalar) or (isinstance(v, list) and all(isinstance(i, scalar) for i in v))}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()
+            if isinstance(v, scalar) or (isinstance(v, (list, tuple)) and all(isinstance(i, scalar) for i in v))}
 
 
 def _samples_md(prompts, texts):

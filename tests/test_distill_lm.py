@@ -1,5 +1,6 @@
 """``kdkeras distill-lm`` and ``kdkeras cache-teacher`` on tiny presets saved here (no network)."""
 
+import dataclasses
 import json
 import os
 
@@ -255,3 +256,37 @@ def test_a_bfloat16_teacher_and_mixed_bfloat16_student_step_near_float32(workspa
     assert abs(np.linalg.norm(update16) / np.linalg.norm(update32) - 1) < 0.05
     cosine = update16 @ update32 / (np.linalg.norm(update16) * np.linalg.norm(update32))
     assert cosine > 0.98 and np.linalg.norm(update32) > 1e-3
+
+
+def test_tensorboard_logs_carry_the_loss_and_the_distillation_settings(workspace, tmp_path):
+    import tensorflow as tf
+
+    from kdkeras.text import lm_job
+
+    recipe = kdkeras.LMRecipe(teacher=str(workspace / "teacher"), student="from-teacher:1",
+                              data=str(workspace / "plays.txt"), out=str(tmp_path / "run"), steps=2,
+                              sequence_length=32, batch_size=2, temperature=2.0, tensorboard=str(tmp_path / "tb"),
+                              verbose=0)
+    lm_job.distil(lm_job.prepare(recipe), recipe)
+    events = sorted((tmp_path / "tb" / "distilled").rglob("events.out.tfevents*"))
+    assert events
+    tags = {}
+    for path in events:
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                tags[value.tag] = float(tf.make_ndarray(value.tensor)) if value.HasField("tensor") else value.simple_value
+    assert {"epoch_loss", "epoch_distillation_loss"} <= set(tags)
+    assert tags["epoch_temperature"] == 2.0
+
+
+def test_the_recipe_checks_its_settings():
+    base = {"teacher": "t", "student": "from-teacher:1", "data": "d.txt", "out": "o"}
+    assert kdkeras.LMRecipe(**base).data == ("d.txt",)
+    for bad, fragment in (({"steps": 0}, "--steps"), ({"dtype_policy": "float16"}, "--dtype-policy"),
+                          ({"student": "from-teacher:x"}, "from-teacher:LAYERS"),
+                          ({"on_policy_fraction": 0.5, "top_k": 4}, "teacher online"),
+                          ({"teacher_dtype": "int8"}, "--teacher-dtype")):
+        with pytest.raises(ValueError, match=fragment):
+            kdkeras.LMRecipe(**{**base, **bad})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        kdkeras.LMRecipe(**base).steps = 5

@@ -8,11 +8,12 @@ take a recipe.
 import dataclasses
 import os
 
-__all__ = ["DTYPE_POLICIES", "LMRecipe", "LOSSES", "TEACHER_DTYPES", "add_arguments"]
+__all__ = ["DTYPE_POLICIES", "LMRecipe", "LOSSES", "STRATEGIES", "TEACHER_DTYPES", "add_arguments"]
 
 LOSSES = ("kl", "reverse_kl", "jsd", "skew_kl", "skew_reverse_kl", "tv")
 DTYPE_POLICIES = ("float32", "mixed_bfloat16")
 TEACHER_DTYPES = ("float32", "bfloat16")
+STRATEGIES = ("default", "mirrored", "multiworker")
 
 
 def _flag(help_text, **argparse_options):
@@ -55,6 +56,10 @@ class LMRecipe:
         choices=DTYPE_POLICIES))
     teacher_dtype: str = dataclasses.field(default="float32", metadata=_flag(
         "the teacher's weights and computation (bfloat16: half the memory)", choices=TEACHER_DTYPES))
+    strategy: str = dataclasses.field(default="default", metadata=_flag(
+        "tf.distribute strategy: default (one device), mirrored (every local GPU, or every logical CPU device), "
+        "multiworker (the machines of TF_CONFIG: every worker runs the same command and --out, the chief "
+        "writes); the global batch is --batch-size", choices=STRATEGIES))
     seed: int = dataclasses.field(default=0, metadata=_flag("seed of the split, the weights and every draw"))
     resume: bool = dataclasses.field(default=False, metadata=_flag("continue an interrupted run in --out"))
     tensorboard: str = dataclasses.field(default=None, metadata=_flag(
@@ -72,6 +77,7 @@ class LMRecipe:
             if getattr(self, name) < 0:
                 raise ValueError(f"{_flag_name(name)} must be 0 or positive; received {getattr(self, name)}.")
         for name, allowed in (("loss", LOSSES), ("dtype_policy", DTYPE_POLICIES), ("teacher_dtype", TEACHER_DTYPES),
+                              ("strategy", STRATEGIES),
                               ("verbose", (0, 1, 2))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{_flag_name(name)} must be one of {', '.join(map(str, allowed))}; received "
@@ -84,6 +90,9 @@ class LMRecipe:
             raise ValueError("--max-new-tokens must be smaller than --sequence-length.")
         if self.on_policy_fraction and (self.teacher_cache or self.top_k):
             raise ValueError("on-policy distillation needs the teacher online: drop --teacher-cache / --top-k.")
+        if self.resume and self.strategy == "multiworker":
+            raise ValueError("--resume is not supported with --strategy multiworker (only the chief keeps files); "
+                             "rerun the workers from the start.")
         if self.teacher_cache and self.top_k:
             raise ValueError("give --teacher-cache or --top-k, not both.")
         if self.teacher_cache and not os.path.isdir(self.teacher_cache):

@@ -19,7 +19,7 @@ PLAYS = [f"{title}\n\nACT I\n" + f"{line}\n" * 30 for title, line in (
     ("THE THIRD", "The tempest, the storm."), ("THE FOURTH", "Kings and crowns."))]
 
 
-def gpt2_preset(path, layers=2, seed=0, reverse=False, length=64, intermediate=32):
+def gpt2_preset(path, layers=2, seed=0, reverse=False, length=64, intermediate=32, dropout=0.1):
     from keras_hub.src.tokenizers.byte_pair_tokenizer import bytes_to_unicode
 
     byte_values, characters = bytes_to_unicode()
@@ -29,7 +29,8 @@ def gpt2_preset(path, layers=2, seed=0, reverse=False, length=64, intermediate=3
     tokenizer = keras_hub.models.GPT2Tokenizer(vocabulary=vocabulary, merges=["Ġ t"])
     keras.utils.set_random_seed(seed)
     backbone = keras_hub.models.GPT2Backbone(vocabulary_size=258, num_layers=layers, num_heads=2, hidden_dim=16,
-                                             intermediate_dim=intermediate, max_sequence_length=length)
+                                             intermediate_dim=intermediate, max_sequence_length=length,
+                                             dropout=dropout)
     preprocessor = keras_hub.models.GPT2CausalLMPreprocessor(tokenizer=tokenizer, sequence_length=length)
     model = keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=preprocessor)
     model.save_to_preset(str(path))
@@ -290,3 +291,41 @@ def test_the_recipe_checks_its_settings():
             kdkeras.LMRecipe(**{**base, **bad})
     with pytest.raises(dataclasses.FrozenInstanceError):
         kdkeras.LMRecipe(**base).steps = 5
+
+
+TWO_CPUS = os.path.join(os.path.dirname(__file__), "helpers", "two_cpus.py")
+
+
+MIRRORED_LM = os.path.join(os.path.dirname(__file__), "helpers", "mirrored_lm.py")
+
+
+@pytest.mark.slow
+def test_mirrored_on_two_cpu_devices_trains_the_one_device_student():
+    """Each global batch split over two replicas (tokens counted over the global batch) gives the one-device
+    student; the same check would fail for a step that averaged per replica (tests/test_language_models.py)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, MIRRORED_LM], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["replicas"] == {"one": 1, "two": 2}
+    assert result["moved"] > 1e-3 and result["max_weight_gap"] < 1e-5, result
+
+
+@pytest.mark.slow
+def test_distill_lm_runs_mirrored_on_two_cpu_devices(workspace, tmp_path):
+    """The command with --strategy mirrored: two replicas, the same outputs as on one device."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, TWO_CPUS, "distill-lm", "--teacher", str(workspace / "teacher"),
+                           "--student", "from-teacher:2", "--data", str(workspace / "plays.txt"), "--steps", "4",
+                           "--sequence-length", "32", "--batch-size", "4", "--verbose", "0", "--strategy",
+                           "mirrored", "--out", str(out)], capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["replicas"] == 2 and metrics["settings"]["strategy"] == "mirrored"
+    assert keras_hub.models.CausalLM.from_preset(str(out / "student")).backbone.num_layers == 2

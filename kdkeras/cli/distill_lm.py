@@ -10,9 +10,13 @@ and ``samples.md``. A seeded 5 % of the documents is held out unless
 ``--validation FILE`` is given.
 """
 
+import dataclasses
+import shutil
 import sys
+import tempfile
 
 from kdkeras.cli.common import UserError, check_distillation_args
+from kdkeras.cli.train_mnist import check_tf_config, make_strategy
 
 HELP = "distil a KerasHub causal LM preset into a smaller student on your text"
 DESCRIPTION = __doc__.split("\n\n")[0]
@@ -41,11 +45,22 @@ def run(args):
     from kdkeras.text import lm_job
 
     recipe = recipe_of(args)
+    if recipe.strategy == "multiworker":
+        check_tf_config()
+    # The strategy comes first: MultiWorkerMirroredStrategy must exist before other TensorFlow work.
+    strategy, is_chief = make_strategy(recipe.strategy)
+    scratch = None if is_chief else tempfile.mkdtemp(prefix="kdkeras-worker-")
+    if scratch:  # the other workers train alike; only the chief's outputs are kept
+        recipe = dataclasses.replace(recipe, out=scratch)
     try:
-        job = lm_job.prepare(recipe)
-    except ValueError as e:
-        raise UserError(str(e)) from None
-    record = lm_job.distil_and_report(job, recipe, command=" ".join(["kdkeras distill-lm", *args.argv[1:]]))
+        try:
+            job = lm_job.prepare(recipe, strategy)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        record = lm_job.distil_and_report(job, recipe, command=" ".join(["kdkeras distill-lm", *args.argv[1:]]))
+    finally:
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
     print(f"\nHeld-out bits per byte: teacher {record['teacher']['bits_per_byte']:.3f}, student before "
           f"{record['student_before']['bits_per_byte']:.3f}, after {record['student_after']['bits_per_byte']:.3f}; "
           f"{record['tokens_per_second']:.0f} tokens a second.\nWrote student/, metrics.json, report.md and "

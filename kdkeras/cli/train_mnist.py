@@ -145,14 +145,14 @@ def _check_args(args):
         if not _readable_file(path):
             raise UserError(f"--teacher {path!r} is not a readable .keras file.")
     if args.strategy == "multiworker":
-        _check_tf_config()
+        check_tf_config()
     if args.out is None:
         args.out = default_out("mnist")
     args.out_is_new = check_out(args.out)
     return recipe
 
 
-def _check_tf_config():
+def check_tf_config():
     try:
         tf_config = json.loads(os.environ["TF_CONFIG"])
         tf_config["cluster"], tf_config["task"]

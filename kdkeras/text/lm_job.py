@@ -50,14 +50,22 @@ class LMJob:
     bytes_per_token: object
     vocabulary_size: object
     cache: object = None
+    strategy: object = None
 
 
-def prepare(settings):
+def prepare(settings, strategy=None):
     """Loads the teacher and student of an :class:`LMRecipe`, reads and splits the data, checks tokenizers,
-    lengths and a cache.
+    lengths and a cache. The models are made under ``strategy`` (a ``tf.distribute`` strategy; default: the
+    current one), which :func:`distil` then trains with.
 
     Raises ``ValueError`` (one line) for anything the user gave wrong.
     """
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope():
+        return _prepare(settings, strategy)
+
+
+def _prepare(settings, strategy):
     teacher = causal_lm.load_causal_lm(settings.teacher, dtype=settings.teacher_dtype)
     student_dtype = settings.dtype_policy
     layers = settings.student_layers
@@ -83,7 +91,7 @@ def prepare(settings):
         causal_lm.check_cache(settings.teacher_cache, teacher, settings)
         cache = settings.teacher_cache
     table = causal_lm.bytes_per_token(tokenizer, min(sizes))
-    return LMJob(teacher, student, before, data, table, vocabulary, cache)
+    return LMJob(teacher, student, before, data, table, vocabulary, cache, strategy)
 
 
 def evaluate(model, job, teacher=None, batch_size=16):
@@ -114,25 +122,31 @@ def _training_data(job, settings):
         batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
-def distil(job, settings, callbacks=()):
-    """Trains ``job.student`` for ``settings.steps`` steps; returns ``(student, history, seconds)``."""
+def distil(job, settings, callbacks=(), optimizer=keras.optimizers.Adam):
+    """Trains ``job.student`` for ``settings.steps`` steps; returns ``(student, history, seconds)``.
+
+    ``optimizer``: a function of the learning rate (a cosine decay from
+    ``settings.learning_rate`` to 0 over the steps) that returns a Keras
+    optimizer; Adam by default.
+    """
     keras.utils.set_random_seed(settings.seed)
     student = job.student
     if settings.lora_rank:
         student.backbone.enable_lora(settings.lora_rank)
     epochs = math.ceil(settings.steps / min(EPOCH_STEPS, settings.steps))
     per_epoch = min(EPOCH_STEPS, settings.steps)
-    distiller = Distiller(student, job.teacher, vocabulary_size=job.vocabulary_size)
-    schedule = keras.optimizers.schedules.CosineDecay(settings.learning_rate, epochs * per_epoch)
-    distiller.compile(optimizer=keras.optimizers.Adam(schedule), distillation_loss_fn=settings.loss,
-                      alpha=settings.alpha, temperature=settings.temperature,
-                      on_policy=OnPolicy(settings.on_policy_fraction, settings.max_new_tokens, seed=settings.seed))
+    with (job.strategy or tf.distribute.get_strategy()).scope():
+        distiller = Distiller(student, job.teacher, vocabulary_size=job.vocabulary_size)
+        schedule = keras.optimizers.schedules.CosineDecay(settings.learning_rate, epochs * per_epoch)
+        distiller.compile(optimizer=optimizer(schedule), distillation_loss_fn=settings.loss,
+                          alpha=settings.alpha, temperature=settings.temperature,
+                          on_policy=OnPolicy(settings.on_policy_fraction, settings.max_new_tokens, seed=settings.seed))
     state = RunState(settings.out, resume=settings.resume, model_files={"distilled": ".kdkeras-state/student.keras"})
     if state.finished("distilled"):
         trained = state.load("distilled")
         return trained.model, trained.history, 0.0
     done = state.completed_epochs("distilled")
-    data = _training_data(job, settings)
+    data = _training_data(job, settings).with_options(_data_options())
     start = time.time()
     callbacks = [*callbacks, *_tensorboard(settings)]
     history = fit_stage(distiller, "distilled", data.skip(done * per_epoch), epochs, per_epoch, done, state=state,
@@ -148,6 +162,13 @@ def _tensorboard(recipe):
 
     return [DistillationSchedule(temperature=recipe.temperature, alpha=recipe.alpha),
             keras.callbacks.TensorBoard(log_dir=os.path.join(recipe.tensorboard, "distilled"), write_graph=False)]
+
+
+def _data_options():
+    options = tf.data.Options()
+    # In-memory windows cannot be split by file: every worker takes its share of each global batch.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return options
 
 
 def samples(models, job, count=3, length=64, seed=0):
@@ -188,6 +209,7 @@ def distil_and_report(job, settings, command=""):
         "gap_closed_bits_per_byte": evaluation.gap_closed(before["teacher"]["bits_per_byte"],
                                                           before["student_before"]["bits_per_byte"],
                                                           after["bits_per_byte"]),
+        "replicas": int((job.strategy or tf.distribute.get_strategy()).num_replicas_in_sync),
         "training_seconds": seconds, "tokens_per_second": tokens * real_share / seconds if seconds else None,
         "history": history, "parameters": {"teacher": int(job.teacher.count_params()),
                                            "student": int(student.count_params())},

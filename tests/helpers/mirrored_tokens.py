@@ -23,8 +23,9 @@ import numpy as np  # noqa: E402
 import kdkeras  # noqa: E402
 
 V, S = 11, 8
-# ``--chunk N``: token-level terms over chunks of N tokens (default: the Distiller's default).
-CHUNK = int(sys.argv[sys.argv.index("--chunk") + 1]) if "--chunk" in sys.argv else "auto"
+# ``--chunk N``: token-level terms over chunks of N tokens; ``--chunk none``: on full logits (default: "auto").
+_CHUNK = sys.argv[sys.argv.index("--chunk") + 1] if "--chunk" in sys.argv else "auto"
+CHUNK = None if _CHUNK == "none" else _CHUNK if _CHUNK == "auto" else int(_CHUNK)
 
 
 class PerReplicaMean(kdkeras.Distiller):

@@ -48,6 +48,13 @@ MUTATIONS = {
         ".num_replicas_in_sync",
         ["tests/test_language_models.py::test_replicas_with_different_real_token_counts_update_as_one_device"],
     ),
+    "chunked token loss divided by this replica's real tokens": (
+        "token_chunks.py",
+        "coefficients = [tf.math.divide_no_nan(term.current_weight(), global_n) for term in chunkable.values()]",
+        "coefficients = [tf.math.divide_no_nan(term.current_weight(), tf.reduce_sum(token_weights("
+        "batch.sample_weight, batch.student_logits))) / 2.0 for term in chunkable.values()]",
+        ["tests/test_token_chunks.py::test_replicas_with_uneven_real_tokens_update_as_one_device_over_chunks"],
+    ),
     "padding mask ignored without sample_weight": (
         "language.py",
         "    if isinstance(x, dict) and PADDING_MASK_KEY in x:\n        return tf.cast(x[PADDING_MASK_KEY], tf.float32)",
@@ -298,7 +305,8 @@ def run_mutation(name, timeout):
         if imported.stdout.strip().splitlines()[-1:] != [os.path.join(tmp, "kdkeras")]:
             return "error", f"the copy was not the package imported: {imported.stdout[-300:]}"
         node_ids = [os.path.join(ROOT, t) for t in tests]
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *node_ids],
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                               "-m", "slow or not slow", *node_ids],  # the named tests, slow ones included
                               cwd=tmp, env=env, capture_output=True, text=True, timeout=timeout)
         last = (proc.stdout.strip().splitlines() or [""])[-1]
         return ("caught" if proc.returncode == 1 else "survived" if proc.returncode == 0 else "error"), last

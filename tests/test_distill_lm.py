@@ -329,3 +329,43 @@ def test_distill_lm_runs_mirrored_on_two_cpu_devices(workspace, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["replicas"] == 2 and metrics["settings"]["strategy"] == "mirrored"
     assert keras_hub.models.CausalLM.from_preset(str(out / "student")).backbone.num_layers == 2
+
+
+MULTIWORKER_LM = os.path.join(os.path.dirname(__file__), "helpers", "multiworker_lm.py")
+
+
+@pytest.mark.slow
+def test_two_local_workers_train_the_single_process_student(tmp_path):
+    """Two MultiWorkerMirroredStrategy workers on 127.0.0.1 end with the single process' student; the command
+    with --strategy multiworker runs on both, and only the chief writes --out."""
+    import subprocess
+    import sys
+
+    from helpers.shared import run_local_workers
+
+    gpt2_preset(tmp_path / "teacher", layers=4, seed=1, dropout=0.0)
+    (tmp_path / "plays.txt").write_text("".join(PLAYS))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    env.pop("TF_CONFIG", None)
+    args = [str(tmp_path / "teacher"), str(tmp_path / "plays.txt")]
+    single = subprocess.run([sys.executable, MULTIWORKER_LM, *args, str(tmp_path / "single.npz")], env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert single.returncode == 0, single.stderr[-3000:]
+    for code, _, err in run_local_workers(
+            lambda i: [sys.executable, MULTIWORKER_LM, *args, str(tmp_path / f"worker{i}.npz")], env, timeout=600):
+        assert code == 0, err[-3000:]
+    ref = np.load(tmp_path / "single.npz")
+    for i in (0, 1):
+        run = np.load(tmp_path / f"worker{i}.npz")
+        assert int(run["replicas"]) == 2 and int(ref["replicas"]) == 1
+        for key in (k for k in ref.files if k.startswith("w")):
+            np.testing.assert_allclose(run[key], ref[key], atol=1e-5, err_msg=f"worker {i} {key}")
+    out = tmp_path / "cli"
+    results = run_local_workers(lambda i: [sys.executable, "-m", "kdkeras", "distill-lm", "--teacher", args[0],
+                                           "--student", "from-teacher:2", "--data", args[1], "--steps", "2",
+                                           "--sequence-length", "32", "--batch-size", "4", "--verbose", "0",
+                                           "--strategy", "multiworker", "--out", str(out)], env, timeout=600)
+    for code, _, err in results:
+        assert code == 0, err[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["replicas"] == 2 and (out / "student").is_dir()

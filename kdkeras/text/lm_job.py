@@ -117,8 +117,14 @@ def _training_data(job, settings):
                                     temperature=settings.temperature, vocabulary_size=job.vocabulary_size)
         return cache.dataset(batch, shuffle=True, seed=settings.seed).unbatch().repeat().batch(
             batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    # The order: a NumPy permutation of the windows per pass, so that it is the same under every
+    # tf.distribute strategy (TensorFlow's seeded shuffle drew another order on MultiWorkerMirroredStrategy).
     n = int(job.data.train[2].shape[0])
-    return windows.shuffle(n, seed=settings.seed, reshuffle_each_iteration=True).repeat().batch(
+    passes = math.ceil(settings.steps * batch / n) + 1
+    rng = np.random.default_rng(settings.seed)
+    order = np.concatenate([rng.permutation(n) for _ in range(passes)]).astype("int64")
+    return tf.data.Dataset.from_tensor_slices(order).map(
+        lambda i: tf.nest.map_structure(lambda t: tf.gather(t, i), job.data.train)).batch(
         batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 

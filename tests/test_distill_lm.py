@@ -369,3 +369,30 @@ def test_two_local_workers_train_the_single_process_student(tmp_path):
         assert code == 0, err[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["replicas"] == 2 and (out / "student").is_dir()
+
+
+@pytest.mark.slow
+def test_a_cache_written_in_two_parts_trains_the_student_of_a_one_process_cache(workspace, tmp_path):
+    """cache-teacher --shard 0/2 and 1/2 write the cache one process writes; a missing part is refused.
+    (A teacher without dropout: the student from it trains alike twice in one process.)"""
+    gpt2_preset(tmp_path / "teacher", layers=4, seed=1, dropout=0.0)
+    common = ["cache-teacher", "--teacher", tmp_path / "teacher", "--data", workspace / "plays.txt", "--top-k", 4,
+              "--sequence-length", 32, "--shard-batches", 1, "--batch-size", 4, "--verbose", 0]
+    assert cli(*common, "--out", tmp_path / "one") == 0
+    assert cli(*common, "--out", tmp_path / "two", "--shard", "1/2") == 0
+    train = ["distill-lm", "--teacher", tmp_path / "teacher", "--student", "from-teacher:1", "--data",
+             workspace / "plays.txt", "--steps", 3, "--sequence-length", 32, "--batch-size", 4, "--verbose", 0]
+    assert cli(*train, "--out", tmp_path / "early", "--teacher-cache", tmp_path / "two") == 2  # part 0 missing
+    assert not (tmp_path / "early").exists()
+    assert cli(*common, "--out", tmp_path / "two", "--shard", "0/2") == 0
+    one = sorted(p.name for p in (tmp_path / "one").iterdir())
+    assert one == sorted(p.name for p in (tmp_path / "two").iterdir()) and len(one) > 3
+    assert (tmp_path / "one" / "manifest.json").read_text() == (tmp_path / "two" / "manifest.json").read_text()
+    weights = []
+    for cache in ("one", "two"):
+        assert cli(*train, "--out", tmp_path / f"from-{cache}", "--teacher-cache", tmp_path / cache) == 0
+        student = keras_hub.models.CausalLM.from_preset(str(tmp_path / f"from-{cache}" / "student"))
+        weights.append([w.numpy() for w in student.weights])
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)
+    assert cli("cache-teacher", *common[1:], "--out", tmp_path / "bad", "--shard", "2/2") == 2

@@ -355,7 +355,8 @@ def load_cache(directory, batch_size, shuffle=True, seed=None):
 
 
 def check_cache(directory, teacher, settings):
-    """Refuses (``ValueError``) a cache made with another teacher, tokenizer, sequence length or temperature."""
+    """Refuses (``ValueError``) a cache made with another teacher, tokenizer, sequence length or temperature, or
+    one that misses a shard (a part of ``cache-teacher --shard I/N`` not run)."""
     path = os.path.join(directory, MANIFEST)
     if not os.path.isfile(path):
         raise ValueError(f"--teacher-cache {directory!r} has no {MANIFEST}: make it with kdkeras cache-teacher.")
@@ -369,4 +370,9 @@ def check_cache(directory, teacher, settings):
             what = key.replace("_", " ")
             raise ValueError(f"--teacher-cache {directory!r} was made with another {what} "
                             f"({made.get(key)!r}, this run {value!r}): make the cache again with kdkeras cache-teacher.")
+    present = {n for n in os.listdir(directory) if n.startswith("shard-")}
+    missing = sorted({f"shard-{i:05d}" for i in range(made.get("shards") or 0)} - present)
+    if missing:
+        raise ValueError(f"--teacher-cache {directory!r} misses {len(missing)} of its {made['shards']} shards (first: "
+                         f"{missing[0]}): run the kdkeras cache-teacher parts (--shard I/N) that write them.")
     return made

@@ -5,13 +5,15 @@ number in the docs can be traced to how, when and where it was measured.
 """
 
 import datetime
+import json
+import logging
 import os
 import platform
 import shlex
 import sys
 import time
 
-__all__ = ["Stopwatch", "cpu", "machine", "provenance"]
+__all__ = ["Stopwatch", "cpu", "machine", "provenance", "write_result"]
 
 
 def machine():
@@ -62,6 +64,20 @@ def provenance(argv=None, data=None):
               "machine": machine(), "cpu": cpu(), "python": platform.python_version(), **versions}
     if data is not None:
         record["data"] = data
+    return record
+
+
+def write_result(path, record):
+    """Writes a script's ``record`` to ``path`` as JSON (atomically) under a :func:`provenance` header; returns it.
+
+    ``path`` ``None`` writes nothing (the script was run without ``--json``).
+    """
+    from kdkeras.atomic import write_text
+
+    record = {**provenance(), **record}
+    if path:
+        write_text(path, json.dumps(record, indent=2, default=float) + "\n")
+        logging.getLogger(__name__).info("wrote %s", path)
     return record
 
 

@@ -36,6 +36,7 @@ This module is core: TensorFlow and Keras only; keras-hub is never imported
 """
 
 import dataclasses
+import functools
 import logging
 from typing import NamedTuple
 
@@ -359,6 +360,7 @@ def chunked_terms(terms, batch, chunk_size, vocabulary_size=None, coefficients=N
         return _split(values, steps_shape, count, 0.0)
 
     head_variables = []  # the trainable variables the student's head reads (found by the first chunk)
+    closed_forms = tf.function(functools.partial(_closed_forms, terms), jit_compile=True, autograph=False)
 
     def with_gradient(s, start, size, acc):
         """A chunk's columns and gradient with respect to ``s``; ``acc`` sums the loss and head-weight gradients."""
@@ -370,7 +372,7 @@ def chunked_terms(terms, batch, chunk_size, vocabulary_size=None, coefficients=N
             head_variables.extend(head_tape.watched_variables())
         piece, z_t = piece_of(z_s, start, size)
         w = tf.slice(weights, [start], [size])
-        values, d_z = _values_and_logit_gradient(terms, piece, z_s, w[:, None] * coefficients * scale)
+        values, d_z = _values_and_logit_gradient(terms, piece, z_s, w[:, None] * coefficients * scale, closed_forms)
         loss = tf.reduce_sum(tf.stack([tf.reshape(v, [size]) for v in values], 1) * w[:, None] * coefficients)
         grads = head_tape.gradient(z_s, [s_chunk] + head_variables, output_gradients=d_z,
                                    unconnected_gradients=tf.UnconnectedGradients.ZERO)
@@ -407,21 +409,31 @@ def _split(values, steps_shape, count, loss):
     return ChunkedTerms(split[:count], top1[0], top1[1], loss)
 
 
-def _values_and_logit_gradient(terms, piece, z_s, c):
-    """Each term's values on a chunk and ``d_z = d(sum_t,k c[t, k] value_k[t]) / d z_s`` (``[size, V]``).
-
-    Terms with a closed form (:meth:`kdkeras.terms.LossTerm.logit_gradient`)
-    give their gradient directly; the others are differentiated together.
-    """
-    values, d_z, by_autodiff = [None] * len(terms), None, []
+def _closed_forms(terms, piece, z_s, c):
+    """The closed-form terms' values (``None`` for the others) and their weighted gradient sum (``None``: none)."""
+    values, d_z = [], None
     for k, term in enumerate(terms):
         closed = term.logit_gradient(piece)
         if closed is None:
-            by_autodiff.append(k)
+            values.append(None)
             continue
-        values[k], g = closed
-        g = c[:, k:k + 1] * tf.reshape(g, tf.shape(z_s))
+        values.append(closed[0])
+        g = c[:, k:k + 1] * tf.reshape(closed[1], tf.shape(z_s))
         d_z = g if d_z is None else d_z + g
+    return values, d_z
+
+
+def _values_and_logit_gradient(terms, piece, z_s, c, closed_forms):
+    """Each term's values on a chunk and ``d_z = d(sum_t,k c[t, k] value_k[t]) / d z_s`` (``[size, V]``).
+
+    Terms with a closed form (:meth:`kdkeras.terms.LossTerm.logit_gradient`)
+    give their gradient directly, in ``closed_forms`` (:func:`_closed_forms`
+    compiled with XLA, which fuses their passes over the ``[chunk, V]``
+    block); the others are differentiated together.
+    """
+    values, d_z = closed_forms(piece, z_s, c)
+    values = list(values)
+    by_autodiff = [k for k, v in enumerate(values) if v is None]
     if by_autodiff:
         with tf.GradientTape() as tape:
             tape.watch(z_s)

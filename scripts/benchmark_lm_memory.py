@@ -163,15 +163,10 @@ def main(argv=None):
     print("\nratio of memory per token to the student's own step:")
     for name, row in rows.items():
         print(f"  {name:40s} {row['ratio_to_student_alone']:5.2f}x")
-    if args.json:
-        result = {"what": "peak resident memory per token (slope between two batch sizes), separate processes",
-                  "vocabulary": args.vocabulary, "sequence_length": args.sequence_length,
-                  "tokens_per_step": tokens, "rows": rows, "command": " ".join(sys.argv),
-                  "date": time.strftime("%Y-%m-%d"), "machine": provenance.cpu()}
-        from kdkeras.atomic import write_text
-
-        write_text(args.json, json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    provenance.write_result(args.json, {
+        "what": "peak resident memory per token (slope between two batch sizes), separate processes",
+        "vocabulary": args.vocabulary, "sequence_length": args.sequence_length, "tokens_per_step": tokens,
+        "rows": rows})
     return 0
 
 

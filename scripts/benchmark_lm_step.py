@@ -26,7 +26,6 @@ defaults`` (chunks + fused head), ``kdkeras, chunks, no fused head``,
 """
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -151,15 +150,9 @@ def main(argv=None):
                                 ("ratio_to_no_chunks", "no chunks")) if row[key] is not None)
             print(f"  {name:32s} {row['median_seconds']:8.3f} s   {ratios}", flush=True)
         results[pair] = {"spec": PAIRS[pair], "trainers": rows}
-    if args.json:
-        from kdkeras.atomic import write_text
-
-        record = {"what": "seconds a training step, trainers interleaved over rounds in one process",
-                  "loss": "kl, alpha 0.5, T 1, SGD", "rounds": args.rounds, "steps_per_round": args.steps,
-                  "pairs": results, "command": " ".join(["python"] + sys.argv), "date": time.strftime("%Y-%m-%d"),
-                  "machine": provenance.cpu()}
-        write_text(args.json, json.dumps(record, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    provenance.write_result(args.json, {
+        "what": "seconds a training step, trainers interleaved over rounds in one process",
+        "loss": "kl, alpha 0.5, T 1, SGD", "rounds": args.rounds, "steps_per_round": args.steps, "pairs": results})
     return 0
 
 

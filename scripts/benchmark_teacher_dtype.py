@@ -83,15 +83,9 @@ def main(argv=None):
                                                                             "forward_seconds")}
     print(f"bfloat16 / float32: weights {ratios['weight_bytes']:.2f}, peak memory {ratios['peak_mib']:.2f}, "
           f"forward time {ratios['forward_seconds']:.2f}")
-    if args.json:
-        from kdkeras.atomic import write_text
-
-        record = {"what": "a Qwen3-0.6B-shaped teacher from its config in float32 and bfloat16, fresh processes",
-                  "tokens": [args.batch_size, args.sequence_length], "rows": rows, "bfloat16_over_float32": ratios,
-                  "command": " ".join(["python"] + sys.argv),
-                  "date": time.strftime("%Y-%m-%d"), "machine": provenance.cpu()}
-        write_text(args.json, json.dumps(record, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    provenance.write_result(args.json, {
+        "what": "a Qwen3-0.6B-shaped teacher from its config in float32 and bfloat16, fresh processes",
+        "tokens": [args.batch_size, args.sequence_length], "rows": rows, "bfloat16_over_float32": ratios})
     return 0
 
 

@@ -248,7 +248,7 @@ def test_a_bfloat16_teacher_and_mixed_bfloat16_student_step_near_float32(workspa
         after = np.concatenate([v.numpy().ravel() for v in job.student.trainable_variables])
         teacher_bytes = sum(v.numpy().nbytes for v in job.teacher.weights)
         runs[teacher_dtype] = (loss, after - before, teacher_bytes, job)
-    (loss32, update32, bytes32, job32), (loss16, update16, bytes16, job16) = runs["float32"], runs["bfloat16"]
+    (loss32, update32, bytes32, _), (loss16, update16, bytes16, job16) = runs["float32"], runs["bfloat16"]
     assert job16.teacher.backbone.token_embedding.embeddings.dtype == "bfloat16"
     assert job16.student.backbone.token_embedding.embeddings.dtype == "float32"
     assert job16.student.backbone.token_embedding.compute_dtype == "bfloat16"

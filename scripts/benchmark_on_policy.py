@@ -33,8 +33,8 @@ def parse_args(argv=None):
     p.add_argument("--sequence-length", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=32)
-    p.add_argument("--steps", type=int, default=6, help="timed steps per trainer and round")
-    p.add_argument("--rounds", type=int, default=3, help="rounds over the trainers, interleaved")
+    p.add_argument("--steps", type=int, default=12, help="timed steps per trainer and round")
+    p.add_argument("--rounds", type=int, default=4, help="rounds over the trainers, interleaved")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
     if not os.path.isfile(args.data):

@@ -19,7 +19,6 @@ mean over real tokens (kdkeras' value) computed in NumPy.
     python scripts/benchmark_lm.py --data ../shared/data/shakespeare.txt --json docs/results/lm_benchmark.json
 """
 
-import argparse
 import json
 import os
 import sys
@@ -27,23 +26,19 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import text_benchmark_args  # noqa: E402 (scripts/ is first on sys.path when a script runs)
+
 TRAINERS = ("student alone", "kdkeras top-k cache", "kdkeras online", "keras.distillation")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", required=True, help="a UTF-8 text file")
+    p = text_benchmark_args.parser(__doc__, sequence_length=64, batch_size=16)
     p.add_argument("--sequences", type=int, default=960, help="training sequences (default 960)")
-    p.add_argument("--sequence-length", type=int, default=64)
-    p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--top-k", type=int, default=32)
     p.add_argument("--epochs", type=int, default=3, help="timed epochs per trainer after one warm-up epoch")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="write the results here")
-    args = p.parse_args(argv)
-    if not os.path.isfile(args.data):
-        p.error(f"--data {args.data!r} is not a file")
-    return args
+    return text_benchmark_args.parse(p, argv)
 
 
 def main(argv=None):

@@ -15,7 +15,6 @@ warm-up (median seconds a step, the first step of each round left out):
     python scripts/benchmark_on_policy.py --data ../shared/data/shakespeare.txt --json docs/results/on_policy_speed.json
 """
 
-import argparse
 import json
 import os
 import statistics
@@ -24,22 +23,18 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import text_benchmark_args  # noqa: E402 (scripts/ is first on sys.path when a script runs)
+
 TRAINERS = ("teacher-forced", "on-policy, KV cache", "on-policy, full passes")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", required=True, help="a UTF-8 text file")
-    p.add_argument("--sequence-length", type=int, default=128)
-    p.add_argument("--batch-size", type=int, default=8)
+    p = text_benchmark_args.parser(__doc__, sequence_length=128, batch_size=8)
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--steps", type=int, default=12, help="timed steps per trainer and round")
     p.add_argument("--rounds", type=int, default=4, help="rounds over the trainers, interleaved")
     p.add_argument("--json", help="write the results here")
-    args = p.parse_args(argv)
-    if not os.path.isfile(args.data):
-        p.error(f"--data {args.data!r} is not a file")
-    return args
+    return text_benchmark_args.parse(p, argv)
 
 
 def main(argv=None):

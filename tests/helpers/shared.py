@@ -4,6 +4,7 @@ Import from here (``from helpers.shared import ...``); ``conftest.py`` keeps the
 """
 
 import os
+import sys
 import tempfile
 
 import keras
@@ -22,6 +23,8 @@ def load_script(relative_path):
     import importlib.util
 
     path = os.path.join(ROOT, relative_path)
+    if os.path.dirname(path) not in sys.path:  # as when the script runs: its folder first on sys.path
+        sys.path.insert(0, os.path.dirname(path))
     spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -143,10 +143,18 @@ class _HintAdapter(keras.layers.Layer):
     steps on both sides) are supported.
     """
 
-    def __init__(self, student_shape, teacher_shape, **kwargs):
+    def __init__(self, student_shape, teacher_shape, project=True, **kwargs):
         super().__init__(**kwargs)
         self.student_shape, self.teacher_shape = tuple(student_shape), tuple(teacher_shape)
         ranks = (len(self.student_shape), len(self.teacher_shape))
+        if not project:  # the student's features as they are (DistilBERT's cosine on the hidden states)
+            if ranks[0] != ranks[1] or any(s is not None and t is not None and s != t
+                                           for s, t in zip(self.student_shape, self.teacher_shape)):
+                raise ValueError(f"A hint without projection needs features of one shape; received student "
+                                 f"{self.student_shape} and teacher {self.teacher_shape} (use the projection, "
+                                 "hint_projection=True, where widths differ).")
+            self.project = None
+            return
         if ranks == (3, 3):
             self.project = keras.layers.Conv2D(self.teacher_shape[-1], 1, name=f"{self.name}_conv1x1")
         elif ranks in ((1, 1), (2, 2)):
@@ -168,6 +176,8 @@ class _HintAdapter(keras.layers.Layer):
 
     def call(self, x):
         x = tf.cast(x, tf.float32)
+        if self.project is None:
+            return x
         if len(self.teacher_shape) == 3 and self.student_shape[:2] != self.teacher_shape[:2]:
             x = tf.image.resize(x, self.teacher_shape[:2], method="bilinear")
         return self.project(x)
@@ -408,6 +418,12 @@ class FeatureDistiller(Distiller):
             feature shapes. Models with dict inputs (KerasHub's
             ``{"token_ids", "padding_mask"}``) are probed with 8 tokens.
         hint_loss: ``"mse"`` (default) or, for sequence hints, ``"cosine"``.
+        hint_projection: ``True`` (default): the student's feature passes a
+            learned projection (a 1x1 convolution, or a dense layer on the
+            width) onto the teacher's shape, as FitNets and TinyBERT;
+            ``False``: compared as it is, as DistilBERT's cosine on the hidden
+            states (the shapes must match; the student's and teacher's widths
+            are the same).
         attention: ``[(student_layer, teacher_layer)]`` of self-attention
             layers for attention transfer (:class:`AttentionLoss`), weighted by
             ``attention_weight``; ``attention_kind`` ``"relations"`` (MiniLM-v2,
@@ -420,7 +436,7 @@ class FeatureDistiller(Distiller):
 
     def __init__(self, student, teacher, hints=(), relation=None, hint_weight=1.0,
                  rkd_distance_weight=25.0, rkd_angle_weight=50.0, input_shape=None, hint_loss="mse", attention=(),
-                 attention_weight=1.0, attention_kind="relations", relation_heads=4, **kwargs):
+                 attention_weight=1.0, attention_kind="relations", relation_heads=4, hint_projection=True, **kwargs):
         super().__init__(student=student, teacher=teacher, **kwargs)
         for name, value in (("hint_weight", hint_weight), ("rkd_distance_weight", rkd_distance_weight),
                             ("rkd_angle_weight", rkd_angle_weight)):
@@ -438,7 +454,10 @@ class FeatureDistiller(Distiller):
         self._relation_spec = None if relation is None else tuple(self._layer_name(v) for v in relation)
         pairs = [(_find_layer(student, s, "student"), _find_layer(teacher, t, "teacher")) for s, t in hints]
         shapes = self._feature_shapes(pairs, input_shape)
-        self.adapters = [_HintAdapter(s_shape, t_shape, name=f"hint_adapter_{i}")
+        if not isinstance(hint_projection, bool):
+            raise ValueError(f"hint_projection must be True or False; received {hint_projection!r}.")
+        self.hint_projection = hint_projection
+        self.adapters = [_HintAdapter(s_shape, t_shape, project=hint_projection, name=f"hint_adapter_{i}")
                          for i, (s_shape, t_shape) in enumerate(shapes)]
         self.hint_loss = hint_loss
         if pairs:
@@ -478,6 +497,7 @@ class FeatureDistiller(Distiller):
             rkd_distance_weight=self.rkd_distance_weight,
             rkd_angle_weight=self.rkd_angle_weight,
             hint_loss=self.hint_loss,
+            hint_projection=self.hint_projection,
             attention=[list(a) for a in self._attention_spec],
             attention_weight=self.attention_weight,
             attention_kind=self.attention_kind,

@@ -125,3 +125,22 @@ def test_uneven_replicas_update_as_one_device_with_sequence_hints():
     assert result["real_tokens_per_replica"][0] != result["real_tokens_per_replica"][1]
     assert result["hint_effect"] > 1e-3  # the hint moves the weights, so equal weights say something
     assert result["max_weight_gap"] < 1e-6, result
+
+
+def test_hints_without_projection_compare_the_hidden_states_themselves():
+    """hint_projection=False (DistilBERT's cosine): 1 - cos of the raw states, no adapter weights; widths must match."""
+    teacher, student = gpt2(1, 2, 16), gpt2(2, 1, 16)
+    d = FeatureDistiller(student, teacher, hints=[("transformer_layer_0", "transformer_layer_1")], hint_loss="cosine",
+                         hint_projection=False)
+    d.compile(optimizer=keras.optimizers.SGD(0.1), alpha=1.0, temperature=1.0)
+    assert not d.adapters[0].weights
+    x, y, w = batch(seed=4)
+    value = d.evaluate(x, y, sample_weight=w, batch_size=6, verbose=0, return_dict=True)["hint_loss"]
+    hs, ht = hidden(student, "transformer_layer_0", x), hidden(teacher, "transformer_layer_1", x)
+    cos = (hs * ht).sum(-1) / np.linalg.norm(hs, axis=-1) / np.linalg.norm(ht, axis=-1)
+    np.testing.assert_allclose(value, (1 - cos)[w > 0].mean(), rtol=1e-4)
+    again = FeatureDistiller.from_config(d.get_config())
+    assert again.hint_projection is False and not again.adapters[0].weights
+    with pytest.raises(ValueError, match="one shape"):
+        FeatureDistiller(gpt2(3, 1, 8), teacher, hints=[("transformer_layer_0", "transformer_layer_1")],
+                         hint_projection=False)

@@ -396,3 +396,28 @@ def test_a_cache_written_in_two_parts_trains_the_student_of_a_one_process_cache(
     for a, b in zip(*weights):
         np.testing.assert_array_equal(a, b)
     assert cli("cache-teacher", *common[1:], "--out", tmp_path / "bad", "--shard", "2/2") == 2
+
+
+def test_a_llama3_checkpoints_rms_norm_epsilon_is_kept(tmp_path):
+    """KerasHub's Llama 3 converter drops rms_norm_eps; loaded through kdkeras, the checkpoint's value and the
+    original model's logits come back."""
+    from keras_hub.src.tokenizers.byte_pair_tokenizer import bytes_to_unicode
+
+    _, characters = bytes_to_unicode()
+    vocabulary = {c: i for i, c in enumerate(characters)}
+    for special in ("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
+                    "Ġt"):
+        vocabulary[special] = len(vocabulary)
+    tokenizer = keras_hub.models.Llama3Tokenizer(vocabulary=vocabulary, merges=["Ġ t"])
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.Llama3Backbone(vocabulary_size=len(vocabulary), num_layers=1, num_query_heads=2,
+                                               num_key_value_heads=1, hidden_dim=16, intermediate_dim=32,
+                                               layer_norm_epsilon=0.5)  # large, so that a lost value shows
+    model = keras_hub.models.Llama3CausalLM(
+        backbone=backbone, preprocessor=keras_hub.models.Llama3CausalLMPreprocessor(tokenizer, sequence_length=16))
+    model.export_to_transformers(str(tmp_path / "hf"))
+    assert keras_hub.models.CausalLM.from_preset(str(tmp_path / "hf")).backbone.layer_norm_epsilon != 0.5
+    loaded = causal_lm.load_causal_lm(str(tmp_path / "hf"))
+    assert loaded.backbone.layer_norm_epsilon == 0.5
+    x = {"token_ids": np.array([[1, 5, 9, 40, 7]]), "padding_mask": np.ones((1, 5), bool)}
+    np.testing.assert_allclose(loaded(x), model(x), rtol=1e-5, atol=1e-5)

@@ -24,6 +24,7 @@ keras-hub is imported where a KerasHub model is needed (``pip install "kdkeras[t
 
 import hashlib
 import json
+import logging
 import os
 import re
 from typing import NamedTuple
@@ -34,11 +35,13 @@ import numpy as np
 from kdkeras.language import PROBE_TEXT
 from kdkeras.text.corpus import load_corpus
 
+logger = logging.getLogger(__name__)
+
 #: The file of a top-k teacher cache that records what it was made with (``kdkeras cache-teacher``).
 MANIFEST = "manifest.json"
 
 __all__ = ["MANIFEST", "Documents", "LMData", "bytes_per_token", "check_cache", "check_sequence_length", "fingerprint", "load_cache", "hold_out", "load_causal_lm", "lm_data",
-           "merge_lora", "read_documents", "student_from_teacher", "texts_ids", "token_windows"]
+           "merge_lora", "with_checkpoint_norm_epsilon", "read_documents", "student_from_teacher", "texts_ids", "token_windows"]
 
 
 class Documents(NamedTuple):
@@ -266,7 +269,32 @@ def load_causal_lm(preset, role="--teacher", dtype=None):
         raise ValueError(f"{role} {preset!r} could not be loaded as a causal language model: {message}") from None
     if getattr(model, "preprocessor", None) is None or getattr(model.preprocessor, "tokenizer", None) is None:
         raise ValueError(f"{role} {preset!r} has no tokenizer: save the preset with its preprocessor.")
-    return model
+    return with_checkpoint_norm_epsilon(model, preset)
+
+
+def with_checkpoint_norm_epsilon(model, preset):
+    """``model`` with the RMS-norm epsilon of a Hugging Face checkpoint's ``config.json`` (``rms_norm_eps``).
+
+    KerasHub 0.32's Llama 3 converter drops it (a checkpoint made with 1e-5
+    loads with the backbone's default 1e-6, and its logits move); where the
+    loaded backbone's ``layer_norm_epsilon`` differs, the backbone is rebuilt
+    with the checkpoint's value and the same weights. Other presets are
+    returned as they are.
+    """
+    path = os.path.join(os.fspath(preset), "config.json") if os.path.isdir(os.fspath(preset)) else None
+    if path is None or not os.path.isfile(path):
+        return model
+    with open(path) as f:
+        eps = json.load(f).get("rms_norm_eps")
+    config = model.backbone.get_config()
+    if eps is None or "layer_norm_epsilon" not in config or float(config["layer_norm_epsilon"]) == float(eps):
+        return model
+    logger.info("kdkeras: %s: layer_norm_epsilon %s from the checkpoint's rms_norm_eps (the converter gave %s).",
+                preset, eps, config["layer_norm_epsilon"])
+    config["layer_norm_epsilon"] = float(eps)
+    backbone = type(model.backbone).from_config(config)
+    backbone.set_weights(model.backbone.get_weights())
+    return type(model)(backbone=backbone, preprocessor=model.preprocessor)
 
 
 def check_sequence_length(model, length):

@@ -55,6 +55,12 @@ MUTATIONS = {
         "batch.sample_weight, batch.student_logits))) / 2.0 for term in chunkable.values()]",
         ["tests/test_token_chunks.py::test_replicas_with_uneven_real_tokens_update_as_one_device_over_chunks"],
     ),
+    "the checkpoint's rms_norm_eps not passed through": (
+        "text/causal_lm.py",
+        "    return with_checkpoint_norm_epsilon(model, preset)",
+        "    return model",
+        ["tests/test_distill_lm.py::test_a_llama3_checkpoints_rms_norm_epsilon_is_kept"],
+    ),
     "padding mask ignored without sample_weight": (
         "language.py",
         "    if isinstance(x, dict) and PADDING_MASK_KEY in x:\n        return tf.cast(x[PADDING_MASK_KEY], tf.float32)",

@@ -421,3 +421,30 @@ def test_a_llama3_checkpoints_rms_norm_epsilon_is_kept(tmp_path):
     assert loaded.backbone.layer_norm_epsilon == 0.5
     x = {"token_ids": np.array([[1, 5, 9, 40, 7]]), "padding_mask": np.ones((1, 5), bool)}
     np.testing.assert_allclose(loaded(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_a_gpt2_checkpoint_with_only_tokenizer_json_loads(workspace, tmp_path):
+    """transformers 5 saves GPT-2 tokenizers as tokenizer.json alone; kdkeras builds vocab.json and merges.txt
+    (in a temporary mirror: the checkpoint's folder is left as it is) and the tokenizer gives the same ids."""
+    source = gpt2_preset(tmp_path / "keras", layers=1, seed=3, intermediate=64)  # Hugging Face GPT-2: 4 x 16
+    hf = tmp_path / "hf"
+    source.export_to_transformers(str(hf))
+    config = json.loads((hf / "config.json").read_text())
+    (hf / "config.json").write_text(json.dumps({**config, "architectures": ["GPT2LMHeadModel"]}))  # as transformers
+    vocabulary = json.loads((hf / "vocab.json").read_text())
+    merges = [line.split() for line in (hf / "merges.txt").read_text().splitlines()
+              if line and not line.startswith("#")]
+    (hf / "vocab.json").unlink()
+    (hf / "merges.txt").unlink()
+    (hf / "tokenizer.json").write_text(json.dumps({"version": "1.0", "model": {
+        "type": "BPE", "vocab": vocabulary, "merges": merges}}))  # transformers 5 writes merges as pairs
+    before = sorted(p.name for p in hf.iterdir())
+    with pytest.raises(Exception):
+        keras_hub.models.CausalLM.from_preset(str(hf))  # what KerasHub alone does with it
+    loaded = causal_lm.load_causal_lm(str(hf))
+    assert sorted(p.name for p in hf.iterdir()) == before
+    text = "to take the tempest"
+    ids = np.asarray(loaded.preprocessor.tokenizer(text)).tolist()
+    assert ids == np.asarray(source.preprocessor.tokenizer(text)).tolist() and 257 in ids  # the merge "Ġ t" applies
+    x = {"token_ids": np.array([[5, 9, 100, 7]]), "padding_mask": np.ones((1, 4), bool)}
+    np.testing.assert_allclose(loaded(x), source(x), atol=1e-5)

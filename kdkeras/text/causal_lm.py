@@ -22,11 +22,13 @@ API (the text twin of :mod:`kdkeras.experiment`):
 keras-hub is imported where a KerasHub model is needed (``pip install "kdkeras[text]"``).
 """
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
+import tempfile
 from typing import NamedTuple
 
 import keras
@@ -263,13 +265,44 @@ def load_causal_lm(preset, role="--teacher", dtype=None):
         raise ValueError(f"{role} {preset!r} is not a preset: give a directory saved with save_to_preset, a Hugging "
                          "Face checkpoint directory, or a hf:// or kaggle:// handle.")
     try:
-        model = keras_hub.models.CausalLM.from_preset(preset, **({"dtype": dtype} if dtype else {}))
+        with _gpt2_vocabulary_files(preset) as readable:
+            model = keras_hub.models.CausalLM.from_preset(readable, **({"dtype": dtype} if dtype else {}))
     except Exception as e:  # noqa: BLE001 - any failure is the user's preset
         message = " ".join(str(e).split())[:300]
         raise ValueError(f"{role} {preset!r} could not be loaded as a causal language model: {message}") from None
     if getattr(model, "preprocessor", None) is None or getattr(model.preprocessor, "tokenizer", None) is None:
         raise ValueError(f"{role} {preset!r} has no tokenizer: save the preset with its preprocessor.")
     return with_checkpoint_norm_epsilon(model, preset)
+
+
+@contextlib.contextmanager
+def _gpt2_vocabulary_files(preset):
+    """``preset``, or, for a Hugging Face GPT-2-style checkpoint that carries only ``tokenizer.json`` (as
+    transformers 5 saves them), a temporary mirror of it with the ``vocab.json`` and ``merges.txt`` that
+    KerasHub's converter reads, built from ``tokenizer.json`` (the user's folder is not written to)."""
+    folder = os.fspath(preset)
+    files = set(os.listdir(folder)) if os.path.isdir(folder) else set()
+    if "tokenizer.json" not in files or "config.json" not in files or {"vocab.json", "merges.txt"} <= files:
+        yield preset
+        return
+    with open(os.path.join(folder, "config.json")) as f:
+        if json.load(f).get("model_type") != "gpt2":
+            yield preset
+            return
+    with open(os.path.join(folder, "tokenizer.json"), encoding="utf-8") as f:
+        bpe = json.load(f).get("model", {})
+    if bpe.get("type") != "BPE" or "vocab" not in bpe:
+        yield preset
+        return
+    merges = [m if isinstance(m, str) else " ".join(m) for m in bpe.get("merges", [])]
+    with tempfile.TemporaryDirectory(prefix="kdkeras-gpt2-") as mirror:
+        for name in files:
+            os.symlink(os.path.join(os.path.abspath(folder), name), os.path.join(mirror, name))
+        with open(os.path.join(mirror, "vocab.json"), "w", encoding="utf-8") as f:
+            json.dump(bpe["vocab"], f, ensure_ascii=False)
+        with open(os.path.join(mirror, "merges.txt"), "w", encoding="utf-8") as f:
+            f.write("#version: 0.2\n" + "".join(m + "\n" for m in merges))
+        yield mirror
 
 
 def with_checkpoint_norm_epsilon(model, preset):

@@ -61,6 +61,12 @@ MUTATIONS = {
         "    return model",
         ["tests/test_distill_lm.py::test_a_llama3_checkpoints_rms_norm_epsilon_is_kept"],
     ),
+    "merges of tokenizer.json dropped": (
+        "text/causal_lm.py",
+        '            f.write("#version: 0.2\\n" + "".join(m + "\\n" for m in merges))',
+        '            f.write("#version: 0.2\\n")',
+        ["tests/test_distill_lm.py::test_a_gpt2_checkpoint_with_only_tokenizer_json_loads"],
+    ),
     "padding mask ignored without sample_weight": (
         "language.py",
         "    if isinstance(x, dict) and PADDING_MASK_KEY in x:\n        return tf.cast(x[PADDING_MASK_KEY], tf.float32)",

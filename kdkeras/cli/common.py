@@ -183,3 +183,18 @@ def quiet_native_stderr():
         os.close(devnull)
 
 
+def recipe_from_args(cls, args):
+    """A recipe dataclass ``cls`` from the parsed flags of the same names (its other fields keep their defaults)."""
+    import dataclasses
+
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)})
+
+
+def prepare_corpus(prepare, args, recipe):
+    """``prepare(load_corpus(args.data), recipe)``: a text job's data, a ``UserError`` for a bad corpus."""
+    from kdkeras import text
+
+    try:
+        return prepare(text.load_corpus(args.data), recipe)
+    except ValueError as e:
+        raise UserError(str(e)) from None

@@ -19,7 +19,8 @@ import os
 import sys
 import time
 
-from kdkeras.cli.common import TrainingFailed, UserError, default_out, execute_job, make_parser, refuse_a_file
+from kdkeras.cli.common import (TrainingFailed, UserError, default_out, execute_job, make_parser, prepare_corpus,
+                                recipe_from_args, refuse_a_file)
 
 DESCRIPTION = __doc__.split("\n\n")[0]
 METHODS = ("hard", "logits", "hidden", "attention")
@@ -100,7 +101,7 @@ def _check_args(args):
 
 def _load_inputs(args):
     """The recipe, the labelled passages and the loaded teacher (or None), all checked before training."""
-    from kdkeras import checks, text
+    from kdkeras import checks
     from kdkeras.text import classifier
 
     try:
@@ -108,14 +109,8 @@ def _load_inputs(args):
         checks.check_alpha(args.alpha)
     except ValueError as e:
         raise UserError(str(e)) from None
-    recipe = classifier.ClassifierRecipe(
-        sequence_length=args.sequence_length, batch_size=args.batch_size, teacher_epochs=args.teacher_epochs,
-        student_epochs=args.student_epochs, temperature=args.temperature, alpha=args.alpha, hint_loss=args.hint_loss,
-        hint_weight=args.hint_weight, attention_weight=args.attention_weight, seed=args.seed)
-    try:
-        data = classifier.prepare(text.load_corpus(args.data), recipe)
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    recipe = recipe_from_args(classifier.ClassifierRecipe, args)
+    data = prepare_corpus(classifier.prepare, args, recipe)
     teacher = None
     if args.teacher:
         teacher = _load_teacher(args.teacher, data, recipe)

@@ -18,7 +18,7 @@ import sys
 import time
 
 from kdkeras.cli.common import (TrainingFailed, UserError, check_distillation_args, default_out, execute_job,
-                                make_parser, refuse_a_file, tensorboard_callbacks)
+                                make_parser, prepare_corpus, recipe_from_args, refuse_a_file, tensorboard_callbacks)
 
 DESCRIPTION = __doc__.split("\n\n")[0]
 
@@ -109,19 +109,11 @@ def _load_inputs(args):
     """The recipe, the split corpus's windows and the loaded teacher (or None), all checked before training."""
     import keras
 
-    from kdkeras import text
     from kdkeras.text import experiment
 
     check_distillation_args(args)
-    recipe = experiment.TextRecipe(
-        context=args.context, batch_size=args.batch_size, teacher_steps=args.teacher_steps,
-        student_steps=args.student_steps, temperature=args.temperature, alpha=args.alpha, loss=args.loss,
-        transfer_fraction=args.transfer_fraction, top_k=args.top_k, on_policy_fraction=args.on_policy_fraction,
-        max_new_tokens=args.max_new_tokens, on_policy_warm_start=args.on_policy_warm_start, seed=args.seed)
-    try:
-        data = experiment.prepare(text.load_corpus(args.data), recipe)
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    recipe = recipe_from_args(experiment.TextRecipe, args)
+    data = prepare_corpus(experiment.prepare, args, recipe)
     teacher = None
     if args.teacher:
         try:

@@ -250,3 +250,16 @@ def test_an_out_that_is_a_file_is_refused_and_kept(tmp_path, capsys):
     out.write_text("keep me")
     assert train_classifier.main(["--out", str(out)]) == 2
     assert "is a file" in capsys.readouterr().err and out.read_text() == "keep me"
+
+
+def test_a_teacher_near_chance_is_named_in_a_warning():
+    """Best validation accuracy within half a class share of chance (the majority label or 1 / C) warns."""
+    from kdkeras.text.classifier import near_chance
+
+    labels = np.array([0] * 6 + [1] * 2 + [2] * 2 + [3] * 2 + [4] * 2 + [5] * 2 + [6] * 2 + [7] * 2)  # 8 classes
+    majority = 6 / 20  # above 1 / 8: the constant guess "class 0" scores 0.30
+    assert "near chance (0.300 for 8 classes)" in near_chance({"val_accuracy": [0.1, 0.3, 0.35]}, labels, 8)
+    assert near_chance({"val_accuracy": [0.1, majority + 0.5 / 8 + 0.01]}, labels, 8) is None
+    assert near_chance({"val_accuracy": [0.2]}, np.arange(20) % 4, 4) is not None  # 1 / 4 + 0.125 = 0.375
+    assert near_chance({"val_accuracy": [0.4]}, np.arange(20) % 4, 4) is None
+    assert near_chance({}, labels, 8) is None

@@ -193,7 +193,31 @@ def train_teacher(data, recipe, *, verbose=2, callbacks=()):
     teacher.compile(optimizer=_optimizer(recipe.teacher_learning_rate, steps),
                     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=_metrics())
     history = _fit(teacher, data, recipe.teacher_epochs, recipe, recipe.seed + 7919, verbose, callbacks)
+    warning = near_chance(history, data.validation.labels, len(data.classes))
+    if warning:
+        logger.warning(warning)
     return StageResult(teacher, history)
+
+
+def near_chance(history, labels, num_classes):
+    """A warning (or ``None``) when a model's best validation accuracy in ``history`` stays near chance.
+
+    Chance is the better of guessing the most frequent validation label and
+    ``1 / num_classes``; "near" is within half of ``1 / num_classes`` above it.
+    A teacher that learned nothing teaches nothing: the students' comparison
+    then says nothing about distillation.
+    """
+    accuracies = history.get("val_accuracy") or []
+    if not accuracies:
+        return None
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
+    chance = max(counts.max() / max(counts.sum(), 1), 1.0 / num_classes)
+    best = max(accuracies)
+    if best > chance + 0.5 / num_classes:
+        return None
+    return (f"The teacher's best validation accuracy, {best:.3f}, is near chance ({chance:.3f} for "
+            f"{num_classes} classes): it has learned little to teach. Train it longer, with another "
+            "--seed, or give a trained teacher (--teacher).")
 
 
 def _distiller(method, student, teacher, recipe):

@@ -60,6 +60,9 @@ class LMRecipe:
         "tf.distribute strategy: default (one device), mirrored (every local GPU, or every logical CPU device), "
         "multiworker (the machines of TF_CONFIG: every worker runs the same command and --out, the chief "
         "writes); the global batch is --batch-size", choices=STRATEGIES))
+    export: str = dataclasses.field(default=None, metadata=_flag(
+        "also write the student in Hugging Face's layout to DIR/student-hf (GPT-2, Llama 3, Gemma, Mistral, Qwen2, "
+        "Qwen3)", choices=("hf",)))
     seed: int = dataclasses.field(default=0, metadata=_flag("seed of the split, the weights and every draw"))
     resume: bool = dataclasses.field(default=False, metadata=_flag("continue an interrupted run in --out"))
     tensorboard: str = dataclasses.field(default=None, metadata=_flag(
@@ -90,6 +93,8 @@ class LMRecipe:
             raise ValueError("--max-new-tokens must be smaller than --sequence-length.")
         if self.on_policy_fraction and (self.teacher_cache or self.top_k):
             raise ValueError("on-policy distillation needs the teacher online: drop --teacher-cache / --top-k.")
+        if self.export not in (None, "hf"):
+            raise ValueError(f"--export must be hf; received {self.export!r}.")
         if self.resume and self.strategy == "multiworker":
             raise ValueError("--resume is not supported with --strategy multiworker (only the chief keeps files); "
                              "rerun the workers from the start.")

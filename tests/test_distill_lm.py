@@ -448,3 +448,71 @@ def test_a_gpt2_checkpoint_with_only_tokenizer_json_loads(workspace, tmp_path):
     assert ids == np.asarray(source.preprocessor.tokenizer(text)).tolist() and 257 in ids  # the merge "Ġ t" applies
     x = {"token_ids": np.array([[5, 9, 100, 7]]), "padding_mask": np.ones((1, 4), bool)}
     np.testing.assert_allclose(loaded(x), source(x), atol=1e-5)
+
+
+def _qwen3(tied, seed=0):
+    from keras_hub.src.tokenizers.byte_pair_tokenizer import bytes_to_unicode
+
+    _, characters = bytes_to_unicode()
+    vocabulary = {c: i for i, c in enumerate(characters)}
+    for token in ("Ġt", "<|endoftext|>", "<|im_start|>", "<|im_end|>"):
+        vocabulary[token] = len(vocabulary)
+    tokenizer = keras_hub.models.Qwen3Tokenizer(vocabulary=vocabulary, merges=["Ġ t"])
+    keras.utils.set_random_seed(seed)
+    backbone = keras_hub.models.Qwen3Backbone(vocabulary_size=len(vocabulary), num_layers=2, num_query_heads=4,
+                                              num_key_value_heads=2, head_dim=8, hidden_dim=16, intermediate_dim=32,
+                                              tie_word_embeddings=tied, layer_norm_epsilon=1e-5)
+    return keras_hub.models.Qwen3CausalLM(
+        backbone=backbone, preprocessor=keras_hub.models.Qwen3CausalLMPreprocessor(tokenizer, sequence_length=16))
+
+
+@pytest.mark.parametrize("build", ["qwen3-tied", "qwen3-untied", "gpt2"])
+def test_a_student_exported_in_hugging_face_layout_reads_back_to_the_same_ids_and_logits(build, tmp_path):
+    """Through KerasHub's own Hugging Face loader (no torch needed); with transformers too where it is installed."""
+    from kdkeras.text import hf_export
+
+    if build == "gpt2":
+        model = gpt2_preset(tmp_path / "keras", layers=2, seed=3, intermediate=64)  # KerasHub reads n_inner as 4 d
+    else:
+        model = _qwen3(tied=build == "qwen3-tied")
+    hf_export.export_hf(model, str(tmp_path / "hf"))
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert config["architectures"] == [hf_export.SUPPORTED[type(model.backbone).__name__]]
+    back = causal_lm.load_causal_lm(str(tmp_path / "hf"))
+    text = "to take the tempest"
+    ids = np.asarray(back.preprocessor.tokenizer(text)).tolist()
+    assert ids == np.asarray(model.preprocessor.tokenizer(text)).tolist()
+    x = {"token_ids": np.array([ids[:6]]), "padding_mask": np.ones((1, 6), bool)}
+    np.testing.assert_allclose(back(x), model(x), rtol=1e-5, atol=1e-5)
+    try:
+        import torch  # noqa: F401
+        import transformers
+    except ImportError:
+        return
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf"))
+    logits = theirs(torch.tensor(x["token_ids"])).logits.detach().numpy()
+    np.testing.assert_allclose(logits, model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_an_architecture_without_an_exporter_is_refused_before_training(tmp_path):
+    from kdkeras.text import hf_export
+
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.Phi3Backbone(vocabulary_size=40, num_layers=1, num_query_heads=2,
+                                             num_key_value_heads=2, hidden_dim=8, intermediate_dim=16)
+    with pytest.raises(ValueError, match="supports GPT2, Llama3, Gemma, Mistral, Qwen, Qwen3; this model is a Phi3"):
+        hf_export.check_exportable(keras_hub.models.Phi3CausalLM(backbone=backbone, preprocessor=None))
+
+
+@pytest.mark.slow
+def test_distill_lm_export_hf_writes_a_student_that_reads_back(tmp_path):
+    gpt2_preset(tmp_path / "teacher", layers=2, seed=1, intermediate=64)
+    (tmp_path / "plays.txt").write_text("".join(PLAYS))
+    out = tmp_path / "run"
+    assert cli("distill-lm", "--teacher", tmp_path / "teacher", "--student", "from-teacher:1", "--data",
+               tmp_path / "plays.txt", "--out", out, "--steps", 2, "--sequence-length", 32, "--batch-size", 4,
+               "--export", "hf", "--verbose", 0) == 0
+    keras_student = keras_hub.models.CausalLM.from_preset(str(out / "student"))
+    hf_student = causal_lm.load_causal_lm(str(out / "student-hf"))
+    x = {"token_ids": np.array([[5, 9, 100, 7]]), "padding_mask": np.ones((1, 4), bool)}
+    np.testing.assert_allclose(hf_student(x), keras_student(x), rtol=1e-5, atol=1e-5)

@@ -31,7 +31,7 @@ from kdkeras.distiller import Distiller
 from kdkeras.experiment import RunState, fit_stage
 from kdkeras.lm_recipe import LMRecipe, add_arguments
 from kdkeras.sampling import OnPolicy
-from kdkeras.text import causal_lm, generation
+from kdkeras.text import causal_lm, generation, hf_export
 
 __all__ = ["LMJob", "LMRecipe", "add_arguments", "distil_and_report", "evaluate", "prepare", "samples"]
 
@@ -76,6 +76,8 @@ def _prepare(settings, strategy):
         return causal_lm.load_causal_lm(settings.student, "--student", dtype=student_dtype)
 
     student, before = make_student(), make_student()
+    if settings.export == "hf":
+        hf_export.check_exportable(student)  # refused before any training
     for model in (teacher, student):
         causal_lm.check_sequence_length(model, settings.sequence_length)
     tokenizer = teacher.preprocessor.tokenizer
@@ -206,6 +208,8 @@ def distil_and_report(job, settings, command=""):
         student = causal_lm.merge_lora(student)
     after = evaluate(student, job, job.teacher)
     student.save_to_preset(os.path.join(settings.out, "student"))
+    if settings.export == "hf":
+        hf_export.export_hf(student, os.path.join(settings.out, "student-hf"))
     tokens = float(min(settings.steps * settings.batch_size, 10 ** 12) * settings.sequence_length)
     weights = job.data.train[2]
     real_share = float(weights.sum() / weights.size)

@@ -67,6 +67,12 @@ MUTATIONS = {
         '            f.write("#version: 0.2\\n")',
         ["tests/test_distill_lm.py::test_a_gpt2_checkpoint_with_only_tokenizer_json_loads"],
     ),
+    "Qwen3 export without the transpose to [out, in]": (
+        "text/hf_export.py",
+        "    return np.ascontiguousarray(np.transpose(np.reshape(kernel, (hf_shape[1], hf_shape[0]))))",
+        "    return np.ascontiguousarray(np.reshape(kernel, hf_shape))",
+        ["tests/test_distill_lm.py::test_a_student_exported_in_hugging_face_layout_reads_back_to_the_same_ids_and_logits"],
+    ),
     "padding mask ignored without sample_weight": (
         "language.py",
         "    if isinstance(x, dict) and PADDING_MASK_KEY in x:\n        return tf.cast(x[PADDING_MASK_KEY], tf.float32)",

@@ -29,8 +29,8 @@ import tensorflow as tf
 
 from kdkeras import language
 
-__all__ = ["OnPolicy", "has_kv_cache", "kv_cache_steps", "on_policy_coin", "sample_continuations", "uniform_noise",
-           "uniform_noise_key"]
+__all__ = ["OnPolicy", "has_kv_cache", "inverse_cdf_draw", "kv_cache_steps", "on_policy_coin", "sample_continuations",
+           "uniform_noise", "uniform_noise_key"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,16 +213,24 @@ def _sample(student, x, step, policy, vocabulary_size, cached):
 
 
 def _draw(logits, temperature, key, rows, position):
-    """A categorical sample per row by inverting the softmax's cumulative sum at one :func:`uniform_noise` number.
+    """A categorical sample per row at temperature ``temperature`` (:func:`inverse_cdf_draw`).
 
     Row ``b``'s number depends on ``(key, b, position)`` alone, and is the same
     compiled by XLA or not (plain integer arithmetic, unlike TensorFlow's
     stateless random ops, whose algorithm differs on XLA).
     """
-    probabilities = tf.nn.softmax(tf.cast(logits, tf.float32) / temperature, axis=-1)
-    cumulative = tf.cumsum(probabilities, axis=-1)
-    target = uniform_noise(key, rows, tf.fill(tf.shape(rows), position))[:, None] * cumulative[:, -1:]
-    token = tf.reduce_sum(tf.cast(cumulative < target, tf.int32), axis=-1)
+    uniform = uniform_noise(key, rows, tf.fill(tf.shape(rows), position))
+    return inverse_cdf_draw(tf.cast(logits, tf.float32) / temperature, uniform)
+
+
+def inverse_cdf_draw(logits, uniform):
+    """One token a row from ``softmax(logits)``: the first whose cumulative probability reaches ``uniform[b]``.
+
+    ``logits`` ``[batch, V]`` (already at their temperature; ``-inf`` for
+    excluded tokens), ``uniform`` ``[batch]`` in ``(0, 1)``.
+    """
+    cumulative = tf.cumsum(tf.nn.softmax(logits, axis=-1), axis=-1)
+    token = tf.reduce_sum(tf.cast(cumulative < uniform[:, None] * cumulative[:, -1:], tf.int32), axis=-1)
     return tf.minimum(token, tf.shape(logits)[-1] - 1)
 
 
@@ -242,12 +250,15 @@ def _uint32(value):
     return tf.cast(tf.bitwise.bitwise_and(tf.cast(value, tf.int64), 0xFFFFFFFF), tf.uint32)
 
 
+def _keyed(seed, values):
+    """``values`` (uint32-castable) hashed under ``seed``: the first two rounds of :func:`uniform_noise`."""
+    return _fmix(tf.bitwise.bitwise_xor(_fmix(tf.bitwise.bitwise_xor(_uint32(seed), tf.constant(_GOLDEN, tf.uint32))),
+                                        _uint32(values)))
+
+
 def uniform_noise_key(seed, stream):
     """A :func:`uniform_noise` seed for one ``stream`` of a seed (on-policy sampling: the training step)."""
-    mixed = _fmix(tf.bitwise.bitwise_xor(_fmix(tf.bitwise.bitwise_xor(_uint32(seed) + tf.constant(1, tf.uint32),
-                                                                      tf.constant(_GOLDEN, tf.uint32))),
-                                         _uint32(stream)))
-    return tf.cast(mixed, tf.int64)
+    return tf.cast(_keyed(tf.cast(seed, tf.int64) + 1, stream), tf.int64)
 
 
 def uniform_noise(seed, samples, positions):
@@ -257,9 +268,7 @@ def uniform_noise(seed, samples, positions):
     depend on which batch, or which row of it, the sample is in, and are the
     same under XLA.
     """
-    row = _fmix(tf.bitwise.bitwise_xor(_fmix(tf.bitwise.bitwise_xor(_uint32(seed), tf.constant(_GOLDEN, tf.uint32))),
-                                       tf.cast(samples, tf.uint32)))
-    row = _fmix(tf.bitwise.bitwise_xor(row, tf.cast(positions, tf.uint32)))
+    row = _fmix(tf.bitwise.bitwise_xor(_keyed(seed, samples), tf.cast(positions, tf.uint32)))
     bits = tf.bitwise.right_shift(_fmix(row), tf.constant(8, tf.uint32))
     return (tf.cast(bits, tf.float32) + 0.5) * (1.0 / (1 << 24))
 

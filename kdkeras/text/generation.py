@@ -41,7 +41,7 @@ import numpy as np
 import tensorflow as tf
 
 from kdkeras.atomic import write_text
-from kdkeras.sampling import kv_cache_steps, uniform_noise
+from kdkeras.sampling import inverse_cdf_draw, kv_cache_steps, uniform_noise
 from kdkeras.text.causal_lm import texts_ids
 
 __all__ = ["Prompts", "Sampling", "generate", "output_state", "read_prompts", "score", "start_ids", "truncate_logits", "uniform_noise"]
@@ -178,10 +178,7 @@ def choose_tokens(logits, sampling, seed, samples, positions):
     if sampling.temperature == 0:
         return tf.argmax(logits, axis=-1, output_type=tf.int32)
     scaled = truncate_logits(logits / sampling.temperature, sampling.top_k, sampling.top_p)
-    cumulative = tf.cumsum(tf.nn.softmax(scaled, axis=-1), axis=-1)
-    target = uniform_noise(seed, samples, positions)[:, None] * cumulative[:, -1:]
-    token = tf.reduce_sum(tf.cast(cumulative < target, tf.int32), axis=-1)
-    return tf.minimum(token, tf.shape(logits)[-1] - 1)
+    return inverse_cdf_draw(scaled, uniform_noise(seed, samples, positions))
 
 
 # ---------------------------------------------------------------------- #

@@ -40,6 +40,7 @@ __all__ = [
     "StopOnNonFinite",
     "latest_backup_epoch",
     "linear_warmup",
+    "tensorboard_stage",
 ]
 
 _log = logging.getLogger(__name__)
@@ -326,3 +327,18 @@ class StageProgress(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         values = [(k, float(v)) for k, v in (logs or {}).items() if k in self.SHOWN]
         self._bar.update(epoch + 1, values=values)
+
+
+def tensorboard_stage(log_dir, stage, temperature=None, alpha=None):
+    """Keras' TensorBoard callback writing one stage's logs under ``log_dir/stage`` (``[]`` without ``log_dir``).
+
+    With ``temperature`` and ``alpha`` (a distilled stage) a constant
+    :class:`DistillationSchedule` comes first, so that both are in the epoch
+    logs TensorBoard shows.
+    """
+    if not log_dir:
+        return []
+    board = keras.callbacks.TensorBoard(log_dir=os.path.join(log_dir, stage), write_graph=False)
+    if temperature is None:
+        return [board]
+    return [DistillationSchedule(temperature=temperature, alpha=alpha), board]

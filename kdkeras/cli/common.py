@@ -130,21 +130,13 @@ def check_distillation_args(args):
 
 
 def tensorboard_callbacks(args, key, recipe=None):
-    """Keras' TensorBoard callback for one stage (none without --tensorboard).
-
-    For the distilled student a constant DistillationSchedule puts the
-    temperature and alpha into the epoch logs, so TensorBoard shows them too.
-    """
+    """Keras' TensorBoard callback for one stage (none without --tensorboard); for the distilled student the
+    recipe's temperature and alpha too (:func:`kdkeras.callbacks.tensorboard_stage`)."""
     if not args.tensorboard:
         return ()
-    import keras
+    from kdkeras.callbacks import tensorboard_stage
 
-    from kdkeras.callbacks import DistillationSchedule
-
-    board = keras.callbacks.TensorBoard(log_dir=os.path.join(args.tensorboard, key), write_graph=False)
-    if recipe is None:
-        return (board,)
-    return (DistillationSchedule(temperature=recipe.temperature, alpha=recipe.alpha), board)
+    return tuple(tensorboard_stage(args.tensorboard, key, *((recipe.temperature, recipe.alpha) if recipe else ())))
 
 
 def import_tensorflow_quietly(*modules):
@@ -183,11 +175,16 @@ def quiet_native_stderr():
         os.close(devnull)
 
 
-def recipe_from_args(cls, args):
+def dataclass_from_args(cls, args):
     """A recipe dataclass ``cls`` from the parsed flags of the same names (its other fields keep their defaults)."""
+    return cls(**fields_from_args(cls, args))
+
+
+def fields_from_args(cls, args):
+    """``{field: flag value}`` for the fields of the dataclass ``cls`` that ``args`` has a flag for."""
     import dataclasses
 
-    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)})
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
 
 
 def prepare_corpus(prepare, args, recipe):

@@ -20,7 +20,7 @@ import sys
 import time
 
 from kdkeras.cli.common import (TrainingFailed, UserError, default_out, execute_job, make_parser, prepare_corpus,
-                                recipe_from_args, refuse_a_file)
+                                dataclass_from_args, refuse_a_file)
 
 DESCRIPTION = __doc__.split("\n\n")[0]
 METHODS = ("hard", "logits", "hidden", "attention")
@@ -109,7 +109,7 @@ def _load_inputs(args):
         checks.check_alpha(args.alpha)
     except ValueError as e:
         raise UserError(str(e)) from None
-    recipe = recipe_from_args(classifier.ClassifierRecipe, args)
+    recipe = dataclass_from_args(classifier.ClassifierRecipe, args)
     data = prepare_corpus(classifier.prepare, args, recipe)
     teacher = None
     if args.teacher:

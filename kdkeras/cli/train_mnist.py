@@ -17,7 +17,8 @@ import tempfile
 import time
 
 from kdkeras.cli.common import (EXIT_USAGE, TrainingFailed, UserError, check_distillation_args, check_out, default_out,
-                                import_tensorflow_quietly, make_parser, remove_if_new, tensorboard_callbacks)
+                                fields_from_args, import_tensorflow_quietly, make_parser, remove_if_new,
+                                tensorboard_callbacks)
 from kdkeras.recipe import Recipe
 
 _DEFAULTS = Recipe()
@@ -116,7 +117,7 @@ def _readable_file(path):
 
 def recipe_from_args(args):
     """The :class:`kdkeras.Recipe` the flags describe; a ``UserError`` names the bad flag."""
-    fields = {f: getattr(args, f) for f in Recipe.__dataclass_fields__ if hasattr(args, f)}
+    fields = fields_from_args(Recipe, args)
     if args.teacher is None and args.teacher_epochs is not None and args.teacher_epochs < 1:
         raise UserError(f"--teacher-epochs must be >= 1; received {args.teacher_epochs}.")
     try:

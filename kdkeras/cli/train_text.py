@@ -18,7 +18,7 @@ import sys
 import time
 
 from kdkeras.cli.common import (TrainingFailed, UserError, check_distillation_args, default_out, execute_job,
-                                make_parser, prepare_corpus, recipe_from_args, refuse_a_file, tensorboard_callbacks)
+                                make_parser, prepare_corpus, dataclass_from_args, refuse_a_file, tensorboard_callbacks)
 
 DESCRIPTION = __doc__.split("\n\n")[0]
 
@@ -112,7 +112,7 @@ def _load_inputs(args):
     from kdkeras.text import experiment
 
     check_distillation_args(args)
-    recipe = recipe_from_args(experiment.TextRecipe, args)
+    recipe = dataclass_from_args(experiment.TextRecipe, args)
     data = prepare_corpus(experiment.prepare, args, recipe)
     teacher = None
     if args.teacher:

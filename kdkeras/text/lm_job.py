@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from kdkeras import evaluation, provenance
 from kdkeras.atomic import write_text
+from kdkeras.callbacks import tensorboard_stage
 from kdkeras.distiller import Distiller
 from kdkeras.experiment import RunState, fit_stage
 from kdkeras.lm_recipe import LMRecipe, add_arguments
@@ -156,20 +157,11 @@ def distil(job, settings, callbacks=(), optimizer=keras.optimizers.Adam):
     done = state.completed_epochs("distilled")
     data = _training_data(job, settings).with_options(_data_options())
     start = time.time()
-    callbacks = [*callbacks, *_tensorboard(settings)]
+    callbacks = [*callbacks, *tensorboard_stage(settings.tensorboard, "distilled", settings.temperature,
+                                                settings.alpha)]
     history = fit_stage(distiller, "distilled", data.skip(done * per_epoch), epochs, per_epoch, done, state=state,
                         verbose=settings.verbose, callbacks=callbacks, saved_model=student)
     return student, history, time.time() - start
-
-
-def _tensorboard(recipe):
-    """TensorBoard's callback (logs under ``recipe.tensorboard``) and the temperature and alpha in its epoch logs."""
-    if not recipe.tensorboard:
-        return []
-    from kdkeras.callbacks import DistillationSchedule
-
-    return [DistillationSchedule(temperature=recipe.temperature, alpha=recipe.alpha),
-            keras.callbacks.TensorBoard(log_dir=os.path.join(recipe.tensorboard, "distilled"), write_graph=False)]
 
 
 def _data_options():

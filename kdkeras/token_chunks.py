@@ -42,8 +42,8 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
-from kdkeras.losses import TopKTeacher
 from kdkeras import distribute as _distribute
+from kdkeras.losses import TopKTeacher
 from kdkeras.terms import DistillationBatch, reduce_terms, token_weights
 
 logger = logging.getLogger(__name__)
@@ -395,7 +395,7 @@ def chunked_terms(terms, batch, chunk_size, vocabulary_size=None, coefficients=N
             d_source = d_s * tf.cast(factor, d_s.dtype)
             return (d_source, d_vars) if variables else d_source
 
-        return (tf.stop_gradient(values), loss), grad
+        return (values, loss), grad
 
     values, loss = run(flat_student)
     return _split(tf.stop_gradient(values), steps_shape, count, loss)

@@ -275,6 +275,15 @@ def load_causal_lm(preset, role="--teacher", dtype=None):
     return with_checkpoint_norm_epsilon(model, preset)
 
 
+def _hf_config(preset):
+    """A Hugging Face checkpoint folder's ``config.json`` (``{}`` for anything else)."""
+    path = os.path.join(os.fspath(preset), "config.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
 @contextlib.contextmanager
 def _gpt2_vocabulary_files(preset):
     """``preset``, or, for a Hugging Face GPT-2-style checkpoint that carries only ``tokenizer.json`` (as
@@ -282,13 +291,10 @@ def _gpt2_vocabulary_files(preset):
     KerasHub's converter reads, built from ``tokenizer.json`` (the user's folder is not written to)."""
     folder = os.fspath(preset)
     files = set(os.listdir(folder)) if os.path.isdir(folder) else set()
-    if "tokenizer.json" not in files or "config.json" not in files or {"vocab.json", "merges.txt"} <= files:
+    if "tokenizer.json" not in files or {"vocab.json", "merges.txt"} <= files or \
+            _hf_config(preset).get("model_type") != "gpt2":
         yield preset
         return
-    with open(os.path.join(folder, "config.json")) as f:
-        if json.load(f).get("model_type") != "gpt2":
-            yield preset
-            return
     with open(os.path.join(folder, "tokenizer.json"), encoding="utf-8") as f:
         bpe = json.load(f).get("model", {})
     if bpe.get("type") != "BPE" or "vocab" not in bpe:
@@ -314,11 +320,7 @@ def with_checkpoint_norm_epsilon(model, preset):
     with the checkpoint's value and the same weights. Other presets are
     returned as they are.
     """
-    path = os.path.join(os.fspath(preset), "config.json") if os.path.isdir(os.fspath(preset)) else None
-    if path is None or not os.path.isfile(path):
-        return model
-    with open(path) as f:
-        eps = json.load(f).get("rms_norm_eps")
+    eps = _hf_config(preset).get("rms_norm_eps")
     config = model.backbone.get_config()
     if eps is None or "layer_norm_epsilon" not in config or float(config["layer_norm_epsilon"]) == float(eps):
         return model

@@ -114,8 +114,8 @@ def _training_data(job, settings):
     if job.cache is not None:
         rows = causal_lm.load_cache(job.cache, batch, shuffle=True, seed=settings.seed)
         return rows.repeat().batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-    windows = tf.data.Dataset.from_tensor_slices(job.data.train)
     if settings.top_k:
+        windows = tf.data.Dataset.from_tensor_slices(job.data.train)
         cache = top_k.teacher_top_k(job.teacher, windows.batch(32), settings.top_k,
                                     temperature=settings.temperature, vocabulary_size=job.vocabulary_size)
         return cache.dataset(batch, shuffle=True, seed=settings.seed).unbatch().repeat().batch(

@@ -21,8 +21,27 @@ def _flag(help_text, **argparse_options):
     return {"help": help_text, **argparse_options}
 
 
+class CommandRecipe:
+    """What the recipes of the distilling commands share: ``from-teacher:N`` and the parsed command line."""
+
+    @property
+    def student_layers(self):
+        """``N`` of ``from-teacher:N`` (a ``ValueError`` when it is not a number), else ``None``."""
+        if not self.student.startswith("from-teacher:"):
+            return None
+        try:
+            return int(self.student.split(":", 1)[1])
+        except ValueError:
+            raise ValueError(f"--student {self.student!r}: write from-teacher:LAYERS with LAYERS a number.") from None
+
+    @classmethod
+    def from_args(cls, args):
+        """The recipe of a parsed command line (an ``argparse`` namespace with every field)."""
+        return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+
+
 @dataclasses.dataclass(frozen=True)
-class LMRecipe:
+class LMRecipe(CommandRecipe):
     """Every setting of ``kdkeras distill-lm`` (its flags are these fields, ``--sequence-length`` for
     ``sequence_length``); checked when made: a ``ValueError`` names the first bad one."""
 
@@ -106,29 +125,15 @@ class LMRecipe:
         if layers is not None and layers < 1:
             raise ValueError(f"--student {self.student!r}: from-teacher needs a positive number of layers.")
 
-    @property
-    def student_layers(self):
-        """``N`` of ``from-teacher:N`` (a ``ValueError`` when it is not a number), else ``None``."""
-        if not self.student.startswith("from-teacher:"):
-            return None
-        try:
-            return int(self.student.split(":", 1)[1])
-        except ValueError:
-            raise ValueError(f"--student {self.student!r}: write from-teacher:LAYERS with LAYERS a number.") from None
-
-    @classmethod
-    def from_args(cls, args):
-        """The recipe of a parsed command line (an ``argparse`` namespace with every field)."""
-        return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
-
 
 def _flag_name(field):
     return "--" + field.replace("_", "-")
 
 
-def add_arguments(parser):
-    """Adds one flag per :class:`LMRecipe` field to ``parser`` (required where the field has no default)."""
-    for field in dataclasses.fields(LMRecipe):
+def add_arguments(parser, recipe=None):
+    """Adds one flag per field of ``recipe`` (a recipe dataclass; default :class:`LMRecipe`) to ``parser``
+    (required where the field has no default; help and ``argparse`` options from the field's metadata)."""
+    for field in dataclasses.fields(recipe or LMRecipe):
         options = dict(field.metadata)
         required = field.default is dataclasses.MISSING
         if field.type is bool or field.type == "bool":

@@ -5,6 +5,7 @@
     kdkeras train-classifier [opts] the text-classification job (scripts/train_text_classifier.py)
     kdkeras distill [options]       your own teacher, student and data
     kdkeras distill-lm [options]    your own KerasHub language models (presets) and text
+    kdkeras distill-classifier [..] your own KerasHub text classifier (preset) and labelled text
     kdkeras generate [options]      a KerasHub teacher completes your prompts (sequence-level KD data)
     kdkeras cache-teacher [options] a KerasHub teacher's top-k of your text, on disk
     kdkeras tune [options]          choose T, alpha, loss and learning rate on validation data
@@ -15,7 +16,8 @@
 import argparse
 import sys
 
-from kdkeras.cli import cache_teacher, distill, distill_lm, generate, train_classifier, train_mnist, train_text, tune
+from kdkeras.cli import (cache_teacher, distill, distill_classifier, distill_lm, generate, train_classifier, train_mnist,
+                         train_text, tune)
 from kdkeras.cli.common import (EXIT_USAGE, OneLineParser, UserError, check_out, default_out,
                                 import_tensorflow_quietly, remove_if_new)
 
@@ -27,6 +29,7 @@ SUBCOMMANDS = {
                                            "four ways"),
     "distill": (distill, distill.HELP),
     "distill-lm": (distill_lm, distill_lm.HELP),
+    "distill-classifier": (distill_classifier, distill_classifier.HELP),
     "generate": (generate, generate.HELP),
     "cache-teacher": (cache_teacher, cache_teacher.HELP),
     "tune": (tune, tune.HELP),
@@ -62,7 +65,7 @@ def main(argv=None):
 
 
 def run_own_data(command, args, argv):
-    """``distill``, ``tune``, ``distill-lm``, ``cache-teacher``: checks the output folder, imports TensorFlow
+    """``distill``, ``tune``, ``distill-lm``, ``distill-classifier``, ``cache-teacher``: checks the output folder, imports TensorFlow
     quietly, runs, reports errors."""
     args.argv = argv  # the command line, for the result file's provenance
     if getattr(args, "resume", False) and args.out is None:

@@ -347,7 +347,13 @@ def student_from_teacher(teacher, layers, dtype=None):
     final norm, head) is the teacher's. The teacher's preprocessor is shared.
     ``dtype``: the student's dtype policy name (default: the teacher's).
     """
-    backbone = teacher.backbone
+    return type(teacher)(backbone=shrunk_backbone(teacher.backbone, layers, dtype),
+                         preprocessor=teacher.preprocessor)
+
+
+def shrunk_backbone(backbone, layers, dtype=None):
+    """A KerasHub backbone of ``backbone``'s config with ``layers`` of its ``transformer_layers``, its weights copied:
+    layer ``i`` from layer ``i * (L // layers)``, every other layer (embeddings, norms, pooler) by name."""
     total = int(backbone.num_layers)
     if not 1 <= layers <= total:
         raise ValueError(f"from-teacher:{layers} needs 1 to {total} layers (the teacher has {total}).")
@@ -365,7 +371,7 @@ def student_from_teacher(teacher, layers, dtype=None):
             name = f"{match.group(1)}{int(match.group(2)) * step}"
         if layer.weights:
             layer.set_weights(source[name].get_weights())
-    return type(teacher)(backbone=small, preprocessor=teacher.preprocessor)
+    return small
 
 
 def merge_lora(model):

@@ -176,9 +176,11 @@ def _dataset(passages, batch_size, seed, teacher_logits=None):
 
 
 def _fit(model, data, epochs, recipe, seed, verbose, callbacks, teacher_logits=None):
+    """Trains ``model``; validates once, after the last epoch (the job reports the stage's end, not a curve)."""
     validation = tf.data.Dataset.from_tensor_slices((data.validation.inputs(), data.validation.labels)).batch(128)
     history = model.fit(_dataset(data.train, recipe.batch_size, seed, teacher_logits), epochs=epochs, shuffle=False,
-                        validation_data=validation, verbose=verbose, callbacks=list(callbacks))
+                        validation_data=validation, validation_freq=epochs, verbose=verbose,
+                        callbacks=list(callbacks))
     return history.history
 
 

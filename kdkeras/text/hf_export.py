@@ -7,7 +7,9 @@ through KerasHub's exporter (its GPT-2 config is completed with
 ``architectures`` and ``n_inner``, which its own loader needs); Qwen3, which
 KerasHub 0.32 cannot export, is written here: a Llama-like decoder with
 per-head query and key RMS norms, mapped weight by weight as KerasHub's
-Qwen3 converter reads them. Another architecture is refused
+Qwen3 converter reads them. A BERT text classifier (which KerasHub cannot
+export) is written here as a ``BertForSequenceClassification`` with its
+WordPiece vocabulary and class names. Another architecture is refused
 (:func:`check_exportable`) before any training.
 """
 
@@ -16,7 +18,7 @@ import os
 
 import numpy as np
 
-__all__ = ["SUPPORTED", "check_exportable", "export_hf"]
+__all__ = ["CLASSIFIERS", "SUPPORTED", "check_exportable", "export_hf"]
 
 #: Backbone class -> the Hugging Face ``architectures`` entry of its causal LM.
 SUPPORTED = {
@@ -29,19 +31,33 @@ SUPPORTED = {
 }
 
 
+#: Backbone class -> the Hugging Face ``architectures`` entry of its text classifier.
+CLASSIFIERS = {"BertBackbone": "BertForSequenceClassification"}
+
+
+def _table(model):
+    import keras_hub
+
+    return CLASSIFIERS if isinstance(model, keras_hub.models.TextClassifier) else SUPPORTED
+
+
 def check_exportable(model):
     """A ``ValueError`` naming the supported architectures when ``model``'s cannot be exported."""
-    name = type(model.backbone).__name__
-    if name not in SUPPORTED:
-        supported = ", ".join(n.replace("Backbone", "") for n in SUPPORTED)
+    name, table = type(model.backbone).__name__, _table(model)
+    if name not in table:
+        supported = ", ".join(n.replace("Backbone", "") for n in table)
         raise ValueError(f"--export hf supports {supported}; this model is a {name.replace('Backbone', '')}.")
 
 
-def export_hf(model, path):
-    """Writes ``model`` (a KerasHub ``CausalLM`` with its preprocessor) to the folder ``path``; returns ``path``."""
+def export_hf(model, path, classes=None):
+    """Writes ``model`` (a KerasHub ``CausalLM``, or a BERT ``TextClassifier`` whose class names are
+    ``classes``, with its preprocessor) to the folder ``path``; returns ``path``."""
     check_exportable(model)
     os.makedirs(path, exist_ok=True)
     name = type(model.backbone).__name__
+    if _table(model) is CLASSIFIERS:
+        _export_bert_classifier(model, path, classes)
+        return path
     if name == "Qwen3Backbone":
         _export_qwen3(model, path)
     else:
@@ -137,3 +153,67 @@ def _write_bpe_tokenizer(tokenizer, path):
     with open(os.path.join(path, "tokenizer_config.json"), "w", encoding="utf-8") as f:
         json.dump({"tokenizer_class": "Qwen2Tokenizer", "eos_token": end, "pad_token": end,
                    "model_max_length": 32768}, f, ensure_ascii=False)
+
+
+def _layer_norm(tensors, key, layer):
+    tensors[f"{key}.weight"], tensors[f"{key}.bias"] = layer.gamma.numpy(), layer.beta.numpy()
+
+
+def _dense(tensors, key, layer, hf_shape):
+    tensors[f"{key}.weight"] = _to_hf(layer.kernel.numpy(), hf_shape)
+    tensors[f"{key}.bias"] = np.reshape(layer.bias.numpy(), (hf_shape[0],))
+
+
+def _export_bert_classifier(model, path, classes):
+    """A KerasHub ``BertTextClassifier`` as Hugging Face's ``BertForSequenceClassification`` (the inverse of
+    KerasHub's BERT converter) with ``vocab.txt`` and the tokenizer's config."""
+    from safetensors.numpy import save_file
+
+    bb = model.backbone
+    width, inner, count = int(bb.hidden_dim), int(bb.intermediate_dim), int(model.num_classes)
+    tensors = {"bert.embeddings.word_embeddings.weight": bb.get_layer("token_embedding").embeddings.numpy(),
+               "bert.embeddings.position_embeddings.weight":
+                   bb.get_layer("position_embedding").position_embeddings.numpy(),
+               "bert.embeddings.token_type_embeddings.weight": bb.get_layer("segment_embedding").embeddings.numpy()}
+    _layer_norm(tensors, "bert.embeddings.LayerNorm", bb.get_layer("embeddings_layer_norm"))
+    for i in range(int(bb.num_layers)):
+        block, prefix = bb.get_layer(f"transformer_layer_{i}"), f"bert.encoder.layer.{i}."
+        attention = block._self_attention_layer
+        for hf_name, dense in (("attention.self.query", attention.query_dense), ("attention.self.key",
+                               attention.key_dense), ("attention.self.value", attention.value_dense),
+                               ("attention.output.dense", attention.output_dense)):
+            _dense(tensors, prefix + hf_name, dense, (width, width))
+        _layer_norm(tensors, prefix + "attention.output.LayerNorm", block._self_attention_layer_norm)
+        _dense(tensors, prefix + "intermediate.dense", block._feedforward_intermediate_dense, (inner, width))
+        _dense(tensors, prefix + "output.dense", block._feedforward_output_dense, (width, inner))
+        _layer_norm(tensors, prefix + "output.LayerNorm", block._feedforward_layer_norm)
+    _dense(tensors, "bert.pooler.dense", bb.get_layer("pooled_dense"), (width, width))
+    _dense(tensors, "classifier", model.output_dense, (count, width))
+    save_file({k: np.ascontiguousarray(v, np.float32) for k, v in tensors.items()},
+              os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
+    names = [str(c) for c in classes] if classes is not None and len(classes) == count else \
+        [f"LABEL_{i}" for i in range(count)]
+    dropout = float(getattr(bb, "dropout", 0.1))
+    config = {
+        "architectures": ["BertForSequenceClassification"], "model_type": "bert", "vocab_size": int(bb.vocabulary_size),
+        "hidden_size": width, "num_hidden_layers": int(bb.num_layers), "num_attention_heads": int(bb.num_heads),
+        "intermediate_size": inner, "max_position_embeddings": int(bb.max_sequence_length),
+        "type_vocab_size": int(bb.num_segments), "layer_norm_eps": 1e-12,
+        # KerasHub's BERT computes the tanh approximation of GELU, which is transformers' "gelu_new".
+        "hidden_act": "gelu_new", "hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout,
+        "initializer_range": 0.02, "pad_token_id": 0, "position_embedding_type": "absolute",
+        "problem_type": "single_label_classification", "torch_dtype": "float32",
+        "id2label": {str(i): n for i, n in enumerate(names)}, "label2id": {n: i for i, n in enumerate(names)},
+    }
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+    tokenizer = model.preprocessor.tokenizer
+    with open(os.path.join(path, "vocab.txt"), "w", encoding="utf-8") as f:
+        f.write("".join(t + "\n" for t in tokenizer.get_vocabulary()))
+    specials = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
+                "mask_token": "[MASK]"}
+    with open(os.path.join(path, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+        json.dump({"tokenizer_class": "BertTokenizer", "do_lower_case": bool(getattr(tokenizer, "lowercase", False)),
+                   "model_max_length": int(bb.max_sequence_length), **specials}, f)
+    with open(os.path.join(path, "special_tokens_map.json"), "w", encoding="utf-8") as f:
+        json.dump(specials, f)

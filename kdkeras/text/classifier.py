@@ -42,11 +42,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kdkeras import evaluation
-from kdkeras.distiller import Distiller, cached_batch
+from kdkeras.distiller import cached_batch
 from kdkeras.experiment import StageResult
-from kdkeras.features import FeatureDistiller, uniform_layer_map
+from kdkeras.features import uniform_layer_map
 from kdkeras.text.classification import classification_data
+from kdkeras.text.encoder_job import classification_metrics, distiller, warmup_cosine_adamw
 
 logger = logging.getLogger(__name__)
 
@@ -160,13 +160,6 @@ def student_from_teacher(teacher, layers, recipe, source_layers=None):
     return student
 
 
-def _optimizer(learning_rate, steps):
-    warmup = max(1, steps // 10)
-    schedule = keras.optimizers.schedules.CosineDecay(0.0, steps - warmup, warmup_target=learning_rate,
-                                                      warmup_steps=warmup)
-    return keras.optimizers.AdamW(schedule, weight_decay=0.01, clipnorm=1.0)
-
-
 def _dataset(passages, batch_size, seed, teacher_logits=None):
     """The training passages in a seeded order, reshuffled each epoch (the same for every student of a seed),
     with the teacher's cached logits in the Distiller's batch format when given."""
@@ -192,7 +185,7 @@ def train_teacher(data, recipe, *, verbose=2, callbacks=()):
     """Trains the teacher on the training passages; returns a :class:`~kdkeras.experiment.StageResult`."""
     teacher = build_classifier(data.vocabulary.size, len(data.classes), recipe.teacher_layers, recipe, "teacher")
     steps = recipe.teacher_epochs * math.ceil(len(data.train) / recipe.batch_size)
-    teacher.compile(optimizer=_optimizer(recipe.teacher_learning_rate, steps),
+    teacher.compile(optimizer=warmup_cosine_adamw(recipe.teacher_learning_rate, steps),
                     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=_metrics())
     history = _fit(teacher, data, recipe.teacher_epochs, recipe, recipe.seed + 7919, verbose, callbacks)
     warning = near_chance(history, data.validation.labels, len(data.classes))
@@ -223,13 +216,11 @@ def near_chance(history, labels, num_classes):
 
 
 def _distiller(method, student, teacher, recipe):
-    if method == "logits":
-        return Distiller(student, teacher)
-    names = [(f"transformer_layer_{i}", f"transformer_layer_{j}") for i, j in recipe.layer_map()]
-    attention = names if method == "attention" else ()
-    return FeatureDistiller(student, teacher, hints=names, hint_loss=recipe.hint_loss, hint_weight=recipe.hint_weight,
-                            attention=attention, attention_weight=recipe.attention_weight,
-                            relation_heads=recipe.relation_heads)
+    """The method's distiller: the same one ``kdkeras distill-classifier`` trains (:func:`encoder_job.distiller`)."""
+    pairs = [(f"transformer_layer_{i}", f"transformer_layer_{j}") for i, j in recipe.layer_map()]
+    return distiller(student, teacher, pairs if method != "logits" else (), recipe.hint_weight,
+                     recipe.attention_weight if method == "attention" else 0.0, recipe.hint_loss,
+                     recipe.relation_heads, hint_projection=True)
 
 
 def train_student(method, teacher, data, recipe, *, verbose=2, callbacks=()):
@@ -244,7 +235,7 @@ def train_student(method, teacher, data, recipe, *, verbose=2, callbacks=()):
     student = student_from_teacher(teacher, recipe.student_layers, recipe)
     keras.utils.set_random_seed(recipe.seed)
     steps = recipe.student_epochs * math.ceil(len(data.train) / recipe.batch_size)
-    optimizer = _optimizer(recipe.student_learning_rate, steps)
+    optimizer = warmup_cosine_adamw(recipe.student_learning_rate, steps)
     hard = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     if method == "hard":
         student.compile(optimizer=optimizer, loss=hard, metrics=_metrics())
@@ -264,28 +255,16 @@ def _logits(model, passages, batch_size=256):
     return np.asarray(model.predict(passages.inputs(), batch_size=batch_size, verbose=0), np.float64)
 
 
-def _log_softmax(z):
-    z = z - z.max(-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(-1, keepdims=True))
-
-
 def evaluate(model, passages, teacher=None, teacher_logits=None):
-    """Accuracy, macro F1 and, with a teacher, the mean KL(teacher || model) at T = 1 and the top-1 agreement.
+    """Accuracy, macro F1 and, with a teacher, the mean KL(teacher || model) at T = 1 and the top-1 agreement
+    (:func:`kdkeras.text.encoder_job.classification_metrics`).
 
     ``teacher_logits`` (the teacher's logits on ``passages``) spares running the teacher again.
     """
-    logits = _logits(model, passages)
-    predicted = logits.argmax(-1)
-    result = {"accuracy": float(np.mean(predicted == passages.labels)),
-              "macro_f1": evaluation.macro_f1(passages.labels, predicted, logits.shape[-1]),
-              "parameters": int(model.count_params())}
-    if teacher is not None or teacher_logits is not None:
-        teacher_log_p = _log_softmax(_logits(teacher, passages) if teacher_logits is None else
-                                     np.asarray(teacher_logits, np.float64))
-        log_p = _log_softmax(logits)
-        result["kl_to_teacher"] = float(np.mean(np.sum(np.exp(teacher_log_p) * (teacher_log_p - log_p), -1)))
-        result["agreement"] = float(np.mean(predicted == teacher_log_p.argmax(-1)))
-    return result
+    if teacher is not None and teacher_logits is None:
+        teacher_logits = _logits(teacher, passages)
+    return {**classification_metrics(_logits(model, passages), passages.labels, teacher_logits),
+            "parameters": int(model.count_params())}
 
 
 def probabilities(models, passages, rows, classes, top=3):

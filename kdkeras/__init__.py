@@ -30,6 +30,7 @@ _EXPORTS = {
     "TeacherEnsemble": "kdkeras.teachers",
     "Recipe": "kdkeras.recipe",
     "LMRecipe": "kdkeras.lm_recipe",
+    "EncoderRecipe": "kdkeras.encoder_recipe",
     "DatasetUnavailableError": "kdkeras.data",
     "cache_teacher_logits": "kdkeras.data",
     "load_mnist": "kdkeras.data",
@@ -44,7 +45,7 @@ _EXPORTS = {
     "build_student": "kdkeras.models",
     "build_teacher": "kdkeras.models",
 }
-_SUBMODULES = ("atomic", "augment", "callbacks", "checks", "data", "distiller", "distribute",
+_SUBMODULES = ("atomic", "augment", "callbacks", "checks", "data", "distiller", "distribute", "encoder_recipe",
                "evaluation", "experiment", "export", "features", "language", "lm_recipe", "losses", "models", "mutual", "plotting", "provenance",
                "recipe", "sampling", "soft_targets", "teachers", "terms", "text", "token_chunks")
 # Submodules that need an extra (pip install "kdkeras[tune]"): imported on first use only.

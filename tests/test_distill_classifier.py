@@ -249,3 +249,15 @@ def test_a_causal_lm_is_not_a_text_classifier(tmp_path):
     keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None).save_to_preset(str(tmp_path / "lm"))
     with pytest.raises(ValueError, match="is not a text classifier \\(its task is GPT2CausalLM\\)"):
         encoder_job.load_text_classifier(str(tmp_path / "lm"))
+
+
+def test_with_alpha_0_the_student_follows_the_teacher_not_the_labels(work, tmp_path):
+    """Every training label is class 0, but alpha = 0 (logits only): the student learns the teacher's answers."""
+    texts, _ = _texts(150, seed=1)
+    data = _write_jsonl(tmp_path / "zeros.jsonl", texts, np.zeros(len(texts), int))
+    out = tmp_path / "run"
+    assert _run(work, out, "--alpha", "0", "--hidden-weight", "0", "--attention-weight", "0", data=data) == 0
+    record = json.loads((out / "metrics.json").read_text())
+    assert record["layer_pairs"] == []
+    assert record["student_after"]["kl_to_teacher"] < record["student_before"]["kl_to_teacher"]
+    assert record["student_after"]["agreement"] >= 0.8

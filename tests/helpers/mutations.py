@@ -73,6 +73,50 @@ MUTATIONS = {
         "    return np.ascontiguousarray(np.reshape(kernel, hf_shape))",
         ["tests/test_distill_lm.py::test_a_student_exported_in_hugging_face_layout_reads_back_to_the_same_ids_and_logits"],
     ),
+    "BERT export: classifier head not transposed": (
+        "text/hf_export.py",
+        '    _dense(tensors, "classifier", model.output_dense, (count, width))',
+        '    tensors["classifier.weight"], tensors["classifier.bias"] = model.output_dense.kernel.numpy(), '
+        'model.output_dense.bias.numpy()',
+        ["tests/test_distill_classifier.py::test_the_student_preset_predicts_raw_text_and_its_metrics_are_recomputed_independently"],
+    ),
+    "BERT export: the feed-forward layer norm written as the attention's": (
+        "text/hf_export.py",
+        '        _layer_norm(tensors, prefix + "output.LayerNorm", block._feedforward_layer_norm)',
+        '        _layer_norm(tensors, prefix + "output.LayerNorm", block._self_attention_layer_norm)',
+        ["tests/test_distill_classifier.py::test_the_student_preset_predicts_raw_text_and_its_metrics_are_recomputed_independently"],
+    ),
+    "distill-classifier: string labels read as their position in the file": (
+        "text/encoder_job.py",
+        "        if isinstance(label, str) and label in index:\n            out.append(index[label])",
+        "        if isinstance(label, str) and label in index:\n            out.append(len(out) % len(classes))",
+        ["tests/test_distill_classifier.py::test_a_hugging_face_teacher_keeps_its_head_and_class_names",
+         "tests/test_distill_classifier.py::test_labels_are_names_or_indices_and_others_are_named_in_the_error"],
+    ),
+    "distill-classifier: Hugging Face head not read": (
+        "text/encoder_job.py",
+        "        model.output_dense.set_weights([np.transpose(kernel), bias])",
+        "        pass",
+        ["tests/test_distill_classifier.py::test_a_hugging_face_teacher_keeps_its_head_and_class_names"],
+    ),
+    "distill-classifier: hints always projected": (
+        "text/encoder_job.py",
+        "        hint_projection = int(student.backbone.hidden_dim) != int(teacher.backbone.hidden_dim)",
+        "        hint_projection = True",
+        ["tests/test_distill_classifier.py::test_hints_are_projected_only_where_the_widths_differ"],
+    ),
+    "distill-classifier: the teacher's logits not learned (alpha 1)": (
+        "text/encoder_job.py",
+        '                  distillation_loss_fn="kl", alpha=recipe.alpha, temperature=recipe.temperature)',
+        '                  distillation_loss_fn="kl", alpha=1.0, temperature=recipe.temperature)',
+        ["tests/test_distill_classifier.py::test_with_alpha_0_the_student_follows_the_teacher_not_the_labels"],
+    ),
+    "distill-classifier: the held-out texts overlap the training texts": (
+        "text/encoder_job.py",
+        "    return [rows[i] for i in sorted(order[held:])], [rows[i] for i in sorted(order[:held])]",
+        "    return [rows[i] for i in sorted(order)], [rows[i] for i in sorted(order[:held])]",
+        ["tests/test_distill_classifier.py::test_csv_and_jsonl_read_alike_and_the_split_is_seeded"],
+    ),
     "padding mask ignored without sample_weight": (
         "language.py",
         "    if isinstance(x, dict) and PADDING_MASK_KEY in x:\n        return tf.cast(x[PADDING_MASK_KEY], tf.float32)",

@@ -15,7 +15,6 @@ with every candidate's validation metrics and the chosen settings:
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 
@@ -43,7 +42,7 @@ def main(argv=None):
     import keras_hub  # noqa: F401 - registers the BERT classes for loading
 
     from kdkeras import text
-    from kdkeras.provenance import provenance
+    from kdkeras.provenance import write_result
     from kdkeras.text import classifier
 
     base = classifier.ClassifierRecipe(seed=args.seed)
@@ -53,7 +52,7 @@ def main(argv=None):
     start = time.time()
     teacher = keras.models.load_model(args.teacher, compile=False) if args.teacher else \
         classifier.train_teacher(data, base, verbose=2).model
-    record = {"provenance": provenance(), "data": args.data, "split": "validation", "base": dataclasses.asdict(base),
+    record = {"data": args.data, "split": "validation", "base": dataclasses.asdict(base),
               "teacher": {**classifier.evaluate(teacher, data.validation), "seconds": time.time() - start,
                           "reused": args.teacher}, "candidates": [], "chosen": {}}
 
@@ -65,7 +64,7 @@ def main(argv=None):
                **classifier.evaluate(student, data.validation, teacher)}
         record["candidates"].append(row)
         print(json.dumps(row), flush=True)
-        _write(args.out, record)
+        write_result(args.out, record)
         return row
 
     score("hard", {})
@@ -77,16 +76,9 @@ def main(argv=None):
         record["chosen"][method] = {"settings": chosen, "accuracy": best["accuracy"]}
     logits = record["chosen"]["logits"]["accuracy"]
     record["inside_terms_beat_logits"] = {m: record["chosen"][m]["accuracy"] > logits for m in ("hidden", "attention")}
-    _write(args.out, record)
+    write_result(args.out, record)
     print(json.dumps(record["chosen"], indent=1))
     return 0
-
-
-def _write(path, record):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(record, f, indent=2, default=float)
-        f.write("\n")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ one whose worst seed is best (then the best mean). Never reads the test scenes:
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 
@@ -33,7 +32,7 @@ def main(argv=None):
     import numpy as np
 
     from kdkeras import text
-    from kdkeras.provenance import provenance
+    from kdkeras.provenance import write_result
     from kdkeras.text import classifier
 
     base = classifier.ClassifierRecipe()
@@ -42,7 +41,7 @@ def main(argv=None):
     data = classifier.prepare(text.load_corpus(args.data), base)
     counts = np.bincount(data.validation.labels, minlength=len(data.classes))
     chance = float(max(counts.max() / counts.sum(), 1 / len(data.classes)))
-    record = {"provenance": provenance(), "command": " ".join(["python", *sys.argv]), "data": args.data,
+    record = {"command": " ".join(["python", *sys.argv]), "data": args.data,
               "split": "validation", "base": dataclasses.asdict(base), "chance": chance, "runs": [], "chosen": None}
     for lr in args.learning_rates:
         for seed in args.seeds:
@@ -53,7 +52,7 @@ def main(argv=None):
                    **classifier.evaluate(teacher, data.validation)}
             record["runs"].append(row)
             print(json.dumps(row), flush=True)
-            _write(args.json, record)
+            write_result(args.json, record)
     summary = {}
     for lr in args.learning_rates:
         accs = [r["accuracy"] for r in record["runs"] if r["teacher_learning_rate"] == lr]
@@ -61,16 +60,9 @@ def main(argv=None):
                             "near_chance": sum(a <= chance + 0.5 / len(data.classes) for a in accs)}
     record["summary"] = summary
     record["chosen"] = float(max(summary, key=lambda k: (summary[k]["worst"], summary[k]["mean"])))
-    _write(args.json, record)
+    write_result(args.json, record)
     print(json.dumps(summary, indent=1), "\nchosen:", record["chosen"])
     return 0
-
-
-def _write(path, record):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(record, f, indent=2, default=float)
-        f.write("\n")
 
 
 if __name__ == "__main__":

@@ -261,3 +261,13 @@ def test_with_alpha_0_the_student_follows_the_teacher_not_the_labels(work, tmp_p
     assert record["layer_pairs"] == []
     assert record["student_after"]["kl_to_teacher"] < record["student_before"]["kl_to_teacher"]
     assert record["student_after"]["agreement"] >= 0.8
+
+
+def test_resume_loads_a_finished_run_instead_of_training_again(work, tmp_path):
+    out = tmp_path / "run"
+    assert _run(work, out, "--epochs", "1") == 0
+    first = json.loads((out / "metrics.json").read_text())
+    assert first["training_seconds"] > 0
+    assert _run(work, out, "--epochs", "1", "--resume") == 0
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["training_seconds"] == 0 and again["student_after"] == first["student_after"]

@@ -149,14 +149,15 @@ def test_help_defaults_are_the_recipes_and_help_needs_no_tensorflow(tmp_path):
     for key, value in train_text._defaults().items():
         assert getattr(recipe, key) == value, key
     code = ("import sys\nfrom kdkeras.cli import dispatch\nfor argv in (['--help'], ['train-text', '--help'], "
-            "['train-mnist', '--help'], ['distill', '--help'], ['tune', '--help']):\n"
+            "['train-mnist', '--help'], ['distill', '--help'], ['tune', '--help'], ['distill-classifier', '--help']):\n"
             "    try:\n        dispatch.main(argv)\n    except SystemExit:\n        pass\n"
             "print('TF', 'tensorflow' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", "import sys; sys.argv[0] = 'kdkeras'\n" + code],
                           capture_output=True, text=True, timeout=120, env=ENV, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    for command in ("train-mnist", "train-text", "distill", "tune"):
+    for command in ("train-mnist", "train-text", "distill", "tune", "distill-classifier"):
         assert command in proc.stdout
+    assert "usage: kdkeras distill-classifier" in proc.stdout and "--hidden-weight" in proc.stdout
     assert "usage: kdkeras train-text" in proc.stdout and proc.stdout.strip().endswith("TF False"), proc.stdout[-500:]
 
 

@@ -107,7 +107,7 @@ def execute_job(args, prog, check_args, load_inputs, run, modules, resumable=Tru
 
 def check_tensorboard(args):
     """``--tensorboard`` needs the tensorboard package (an extra): a ``UserError`` before any training."""
-    if args.tensorboard:
+    if getattr(args, "tensorboard", None):
         import importlib.util
 
         if importlib.util.find_spec("tensorboard") is None:
@@ -122,11 +122,22 @@ def check_distillation_args(args):
     try:
         kdkeras.checks.check_temperature(args.temperature)
         kdkeras.checks.check_alpha(args.alpha)
-        loss = kdkeras.losses.get(args.loss)
+        loss = kdkeras.losses.get(getattr(args, "loss", "kl"))
     except (ValueError, TypeError) as e:
         raise UserError(str(e)) from None
     check_tensorboard(args)
     return loss
+
+
+def checked_recipe(recipe_class, args):
+    """The recipe dataclass ``recipe_class`` of the parsed flags (its ``from_args``), with the distillation flags
+    checked (:func:`check_distillation_args`); a ``UserError`` names the first bad one."""
+    try:
+        recipe = recipe_class.from_args(args)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    check_distillation_args(args)
+    return recipe
 
 
 def tensorboard_callbacks(args, key, recipe=None):

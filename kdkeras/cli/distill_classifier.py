@@ -13,7 +13,7 @@ probabilities on a few texts). A seeded 10 % of the texts is held out unless
 
 import sys
 
-from kdkeras.cli.common import UserError, check_distillation_args
+from kdkeras.cli.common import UserError, checked_recipe
 
 HELP = "distil a KerasHub text classifier preset into a smaller student on your labelled text"
 DESCRIPTION = __doc__.split("\n\n")[0]
@@ -30,12 +30,7 @@ def run(args):
     from kdkeras.encoder_recipe import EncoderRecipe
     from kdkeras.text import encoder_job
 
-    try:
-        recipe = EncoderRecipe.from_args(args)
-    except ValueError as e:
-        raise UserError(str(e)) from None
-    args.loss, args.tensorboard = "kl", None
-    check_distillation_args(args)
+    recipe = checked_recipe(EncoderRecipe, args)
     try:
         job = encoder_job.prepare(recipe)
     except ValueError as e:

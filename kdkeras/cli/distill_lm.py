@@ -15,7 +15,7 @@ import shutil
 import sys
 import tempfile
 
-from kdkeras.cli.common import UserError, check_distillation_args
+from kdkeras.cli.common import UserError, checked_recipe
 from kdkeras.cli.train_mnist import check_tf_config, make_strategy
 
 HELP = "distil a KerasHub causal LM preset into a smaller student on your text"
@@ -32,12 +32,7 @@ def recipe_of(args):
     """The checked :class:`kdkeras.lm_recipe.LMRecipe` of the flags (a ``UserError`` for a bad one)."""
     from kdkeras.lm_recipe import LMRecipe
 
-    try:
-        recipe = LMRecipe.from_args(args)
-    except ValueError as e:
-        raise UserError(str(e)) from None
-    check_distillation_args(args)
-    return recipe
+    return checked_recipe(LMRecipe, args)
 
 
 def run(args):

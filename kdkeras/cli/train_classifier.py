@@ -190,11 +190,14 @@ def _write_outputs(args, recipe, data, models, histories, timings):
     from kdkeras.evaluation import gap_closed
     from kdkeras.provenance import provenance
     from kdkeras.text import classifier
+    from kdkeras.text.encoder_job import classification_metrics
 
     passages = getattr(data, args.split)
     teacher_logits = models["teacher"].predict(passages.inputs(), batch_size=256, verbose=0)  # once, not per student
-    metrics = {name: classifier.evaluate(m, passages, teacher_logits=None if name == "teacher" else teacher_logits)
-               for name, m in models.items()}
+    metrics = {"teacher": {**classification_metrics(teacher_logits, passages.labels),
+                           "parameters": int(models["teacher"].count_params())}}
+    metrics.update({name: classifier.evaluate(m, passages, teacher_logits=teacher_logits)
+                    for name, m in models.items() if name != "teacher"})
     hard = metrics.get(LABELS["hard"])
     gaps = {name: gap_closed(metrics["teacher"]["accuracy"], hard["accuracy"], m["accuracy"])
             for name, m in metrics.items() if hard is not None and name not in ("teacher", LABELS["hard"])}

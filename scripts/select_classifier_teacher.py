@@ -24,7 +24,23 @@ def parse(argv):
     p.add_argument("--learning-rates", type=float, nargs="+", default=[1e-3, 5e-4])
     p.add_argument("--teacher-epochs", type=int)
     p.add_argument("--json", default="classification_teacher_selection.json")
+    p.add_argument("--summarize", action="store_true", help="only summarize the runs already in --json")
     return p.parse_args(argv)
+
+
+def summarize(record):
+    """Adds each rate's worst and mean validation accuracy over its seeds, and the chosen rate (best worst seed,
+    then best mean), to ``record``."""
+    import numpy as np
+
+    summary = {}
+    for lr in dict.fromkeys(r["teacher_learning_rate"] for r in record["runs"]):
+        accs = [r["accuracy"] for r in record["runs"] if r["teacher_learning_rate"] == lr]
+        summary[str(lr)] = {"worst": min(accs), "mean": float(np.mean(accs)), "seeds": len(accs),
+                            "near_chance": sum(a <= record["near_chance_below"] for a in accs)}
+    record["summary"] = summary
+    record["chosen"] = float(max(summary, key=lambda k: (summary[k]["worst"], summary[k]["mean"])))
+    return record
 
 
 def main(argv=None):
@@ -41,27 +57,26 @@ def main(argv=None):
     data = classifier.prepare(text.load_corpus(args.data), base)
     counts = np.bincount(data.validation.labels, minlength=len(data.classes))
     chance = float(max(counts.max() / counts.sum(), 1 / len(data.classes)))
-    record = {"command": " ".join(["python", *sys.argv]), "data": args.data,
-              "split": "validation", "base": dataclasses.asdict(base), "chance": chance, "runs": [], "chosen": None}
-    for lr in args.learning_rates:
-        for seed in args.seeds:
-            recipe = dataclasses.replace(base, teacher_learning_rate=lr, seed=seed)
-            start = time.time()
-            teacher = classifier.train_teacher(data, recipe, verbose=2).model
-            row = {"teacher_learning_rate": lr, "seed": seed, "seconds": time.time() - start,
-                   **classifier.evaluate(teacher, data.validation)}
-            record["runs"].append(row)
-            print(json.dumps(row), flush=True)
-            write_result(args.json, record)
-    summary = {}
-    for lr in args.learning_rates:
-        accs = [r["accuracy"] for r in record["runs"] if r["teacher_learning_rate"] == lr]
-        summary[str(lr)] = {"worst": min(accs), "mean": float(np.mean(accs)), "seeds": len(accs),
-                            "near_chance": sum(a <= chance + 0.5 / len(data.classes) for a in accs)}
-    record["summary"] = summary
-    record["chosen"] = float(max(summary, key=lambda k: (summary[k]["worst"], summary[k]["mean"])))
+    limits = {"chance": chance, "near_chance_below": chance + 0.5 / len(data.classes)}
+    if args.summarize:  # the runs were stopped early (a rate had already lost on one seed): summarize them
+        with open(args.json) as f:
+            record = {**json.load(f), **limits}
+    else:
+        record = {"command": " ".join(["python", *sys.argv]), "data": args.data, "split": "validation",
+                  "base": dataclasses.asdict(base), **limits, "runs": [], "chosen": None}
+        for lr in args.learning_rates:
+            for seed in args.seeds:
+                recipe = dataclasses.replace(base, teacher_learning_rate=lr, seed=seed)
+                start = time.time()
+                teacher = classifier.train_teacher(data, recipe, verbose=2).model
+                row = {"teacher_learning_rate": lr, "seed": seed, "seconds": time.time() - start,
+                       **classifier.evaluate(teacher, data.validation)}
+                record["runs"].append(row)
+                print(json.dumps(row), flush=True)
+                write_result(args.json, record)
+    summarize(record)
     write_result(args.json, record)
-    print(json.dumps(summary, indent=1), "\nchosen:", record["chosen"])
+    print(json.dumps(record["summary"], indent=1), "\nchosen:", record["chosen"])
     return 0
 
 

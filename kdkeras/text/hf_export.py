@@ -213,7 +213,10 @@ def _export_bert_classifier(model, path, classes):
     specials = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
                 "mask_token": "[MASK]"}
     with open(os.path.join(path, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+        # transformers strips accents whenever it lowercases unless told; KerasHub's BERT tokenizer does not.
         json.dump({"tokenizer_class": "BertTokenizer", "do_lower_case": bool(getattr(tokenizer, "lowercase", False)),
+                   "strip_accents": bool(getattr(tokenizer, "strip_accents", False)),
+                   "tokenize_chinese_chars": bool(getattr(tokenizer, "split_on_cjk", True)),
                    "model_max_length": int(bb.max_sequence_length), **specials}, f)
     with open(os.path.join(path, "special_tokens_map.json"), "w", encoding="utf-8") as f:
         json.dump(specials, f)

@@ -31,7 +31,8 @@ class EncoderRecipe(CommandRecipe):
         "...ForSequenceClassification directory, or a handle", metavar="PRESET"))
     student: str = dataclasses.field(metadata=_flag(
         "a preset (a text classifier, or a backbone that gets a new head), or from-teacher:LAYERS (the teacher with "
-        "LAYERS encoder layers: every k-th layer, the embeddings, pooler and head)", metavar="PRESET|from-teacher:LAYERS"))
+        "LAYERS encoder layers: every k-th layer, the embeddings, pooler and head)",
+        metavar="PRESET|from-teacher:LAYERS"))
     data: str = dataclasses.field(metadata=_flag(
         'labelled text: a .jsonl file of {"text": ..., "label": ...} lines, or a .csv file with text,label columns',
         metavar="FILE"))

@@ -3,7 +3,7 @@
 
 What a user of the command does, end to end: a KerasHub BERT teacher with its
 own WordPiece tokenizer (the training scenes' words) is trained on the
-classification job's passages and saved as a preset (with ``classes.json``);
+classification job's passages and saved as a preset (with ``classes.json``; its best epoch on the validation scenes);
 the passages are written as ``.jsonl`` files (``{"text", "label"}``, labels
 the plays' names); a narrow student preset (1 layer of 32, the same
 tokenizer, seeded random weights) is distilled by the command twice, from the
@@ -64,17 +64,22 @@ def make_teacher(data, recipe, folder, seed):
         max_sequence_length=recipe.sequence_length)
     bare = keras_hub.models.BertTextClassifier(backbone, len(data.classes), preprocessor=None, dropout=recipe.dropout)
     x = tokenize(preprocessor, data.train.texts)
+    held = (tokenize(preprocessor, data.validation.texts), data.validation.labels)
     steps = recipe.teacher_epochs * math.ceil(len(data.train) / recipe.batch_size)
     bare.compile(optimizer=warmup_cosine_adamw(recipe.teacher_learning_rate, steps),
-                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    bare.fit(x, data.train.labels, batch_size=recipe.batch_size, epochs=recipe.teacher_epochs, verbose=2)
+                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    # The teacher kept is its best epoch on the validation scenes (a from-scratch BERT can diverge late).
+    best = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=recipe.teacher_epochs,
+                                         restore_best_weights=True)
+    history = bare.fit(x, data.train.labels, batch_size=recipe.batch_size, epochs=recipe.teacher_epochs, verbose=2,
+                       validation_data=held, callbacks=[best])
     teacher = keras_hub.models.BertTextClassifier(backbone, len(data.classes), preprocessor=preprocessor,
                                                   dropout=recipe.dropout)
     teacher.output_dense.set_weights(bare.output_dense.get_weights())
     teacher.save_to_preset(folder)
     with open(os.path.join(folder, CLASSES_FILE), "w") as f:
         json.dump(data.classes, f)
-    return teacher, tokenizer
+    return teacher, tokenizer, history.history
 
 
 def make_student_start(tokenizer, recipe, folder, seed):
@@ -111,7 +116,7 @@ def main(argv=None):
              for split in ("train", "validation", "test")}
     start = time.time()
     teacher_dir, student_dir = os.path.join(args.dir, "teacher"), os.path.join(args.dir, "student_start")
-    teacher, tokenizer = make_teacher(data, recipe, teacher_dir, args.seed)
+    teacher, tokenizer, teacher_history = make_teacher(data, recipe, teacher_dir, args.seed)
     teacher_seconds = time.time() - start
     make_student_start(tokenizer, recipe, student_dir, args.seed)
     common = ["--teacher", teacher_dir, "--student", student_dir, "--data", files["train"], "--validation",
@@ -120,7 +125,7 @@ def main(argv=None):
               "--seed", str(args.seed), "--verbose", "2"]
     record = {"command": " ".join(["python", *sys.argv]), "data": args.data, "recipe": dataclasses.asdict(recipe),
               "passages": {k: len(getattr(data, k)) for k in ("train", "validation", "test")},
-              "teacher_seconds": teacher_seconds, "runs": {}}
+              "teacher_seconds": teacher_seconds, "teacher_history": teacher_history, "runs": {}}
     t_logits = np.asarray(teacher.predict(data.test.texts, batch_size=256, verbose=0), np.float64)
     record["test"] = {"teacher": classification_metrics(t_logits, data.test.labels)}
     for name, flags in RUNS.items():

@@ -3,16 +3,16 @@
 
 What a user of the command does, end to end: a KerasHub BERT teacher with its
 own WordPiece tokenizer (the training scenes' words) is trained on the
-classification job's passages and saved as a preset (with ``classes.json``; its best epoch on the validation scenes);
-the passages are written as ``.jsonl`` files (``{"text", "label"}``, labels
-the plays' names); a narrow student preset (1 layer of 32, the same
-tokenizer, seeded random weights) is distilled by the command twice, from the
-same start on the same batches: as fine-tuning (``--alpha 1
---hidden-weight 0 --attention-weight 0``) and with the command's defaults
-(logits + hidden states + attention relations). The students' settings are
-the classification job's, chosen on its validation scenes; the command
-reports on the validation scenes; the test scenes are read once, at the end,
-from the deployed presets on raw text:
+classification job's passages (its best epoch on the validation scenes is
+kept) and saved as a preset with ``classes.json``; the passages are written
+as ``.jsonl`` files (``{"text", "label"}``, labels the plays' names); a
+narrow student preset (1 layer of 32, the same tokenizer, seeded random
+weights) is distilled by the command twice, from the same start on the same
+batches: as fine-tuning (``--alpha 1 --hidden-weight 0 --attention-weight
+0``) and with the command's defaults (logits + hidden states + attention
+relations). The students' settings are the classification job's, chosen on
+its validation scenes; the command reports on the validation scenes; the
+test scenes are read once, at the end, from the deployed presets on raw text:
 
     python scripts/distill_classifier_plays.py --data ../shared/data/shakespeare.txt --dir runs/dc-plays \\
         --json docs/results/distill_classifier_plays.json
@@ -51,6 +51,7 @@ def make_teacher(data, recipe, folder, seed):
     """A BERT teacher preset (the job's shape and recipe) with a WordPiece tokenizer of the training words."""
     import keras
     import keras_hub
+    import tensorflow as tf
 
     from kdkeras.text.encoder_job import CLASSES_FILE, tokenize, warmup_cosine_adamw
 
@@ -71,8 +72,11 @@ def make_teacher(data, recipe, folder, seed):
     # The teacher kept is its best epoch on the validation scenes (a from-scratch BERT can diverge late).
     best = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=recipe.teacher_epochs,
                                          restore_best_weights=True)
-    history = bare.fit(x, data.train.labels, batch_size=recipe.batch_size, epochs=recipe.teacher_epochs, verbose=2,
-                       validation_data=held, callbacks=[best])
+    # A KerasHub task turns arrays into a tf.data pipeline and then ignores fit's shuffle: the passages, which
+    # come play by play, are shuffled here (seeded, every epoch).
+    train = tf.data.Dataset.from_tensor_slices((x, data.train.labels)).shuffle(
+        len(data.train), seed=seed, reshuffle_each_iteration=True).batch(recipe.batch_size)
+    history = bare.fit(train, epochs=recipe.teacher_epochs, verbose=2, validation_data=held, callbacks=[best])
     teacher = keras_hub.models.BertTextClassifier(backbone, len(data.classes), preprocessor=preprocessor,
                                                   dropout=recipe.dropout)
     teacher.output_dense.set_weights(bare.output_dense.get_weights())

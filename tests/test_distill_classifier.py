@@ -271,3 +271,19 @@ def test_resume_loads_a_finished_run_instead_of_training_again(work, tmp_path):
     assert _run(work, out, "--epochs", "1", "--resume") == 0
     again = json.loads((out / "metrics.json").read_text())
     assert again["training_seconds"] == 0 and again["student_after"] == first["student_after"]
+
+
+def test_a_backbone_student_gets_the_same_seeded_head_every_run(work, tmp_path):
+    """Runs that compare settings must start from one student: a backbone preset's new head is seeded."""
+    from kdkeras.encoder_recipe import EncoderRecipe
+
+    small = _classifier(1, width=8)
+    small.backbone.save_to_preset(str(tmp_path / "small"))
+    small.preprocessor.tokenizer.save_to_preset(str(tmp_path / "small"))
+    heads = []
+    for seed in (0, 0, 1):
+        recipe = EncoderRecipe(teacher=work["teacher"], student=str(tmp_path / "small"), data=work["data"],
+                               out=str(tmp_path / "o"), sequence_length=LENGTH, seed=seed)
+        heads.append(encoder_job.prepare(recipe).student.output_dense.kernel.numpy())
+    np.testing.assert_array_equal(heads[0], heads[1])
+    assert not np.allclose(heads[0], heads[2])

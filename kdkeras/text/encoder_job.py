@@ -289,6 +289,7 @@ def prepare(recipe):
     held_labels = label_ids(validation_rows, classes, f"--validation {recipe.validation!r}") \
         if validation_rows is not None else None
     layers = recipe.student_layers
+    keras.utils.set_random_seed(recipe.seed)  # a new head (or a projection) starts from the seed's weights
     if layers is not None:
         student = student_from_teacher(teacher, layers)
     else:

@@ -111,6 +111,12 @@ MUTATIONS = {
         '                  distillation_loss_fn="kl", alpha=1.0, temperature=recipe.temperature)',
         ["tests/test_distill_classifier.py::test_with_alpha_0_the_student_follows_the_teacher_not_the_labels"],
     ),
+    "distill-classifier: a new head not seeded": (
+        "text/encoder_job.py",
+        "    keras.utils.set_random_seed(recipe.seed)  # a new head (or a projection) starts from the seed's weights",
+        "    pass",
+        ["tests/test_distill_classifier.py::test_a_backbone_student_gets_the_same_seeded_head_every_run"],
+    ),
     "distill-classifier: the held-out texts overlap the training texts": (
         "text/encoder_job.py",
         "    return [rows[i] for i in sorted(order[held:])], [rows[i] for i in sorted(order[:held])]",

@@ -489,6 +489,8 @@ def test_a_student_exported_in_hugging_face_layout_reads_back_to_the_same_ids_an
         import transformers
     except ImportError:
         return
+    their_ids = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "hf"))(text, add_special_tokens=False)
+    assert their_ids["input_ids"] == ids
     theirs = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf"))
     logits = theirs(torch.tensor(x["token_ids"])).logits.detach().numpy()
     np.testing.assert_allclose(logits, model(x), rtol=1e-4, atol=1e-4)

@@ -287,3 +287,25 @@ def test_a_backbone_student_gets_the_same_seeded_head_every_run(work, tmp_path):
         heads.append(encoder_job.prepare(recipe).student.output_dense.kernel.numpy())
     np.testing.assert_array_equal(heads[0], heads[1])
     assert not np.allclose(heads[0], heads[2])
+
+
+def test_a_bert_checkpoint_with_only_tokenizer_json_loads(work, tmp_path):
+    """transformers 5 saves BERT tokenizers as tokenizer.json alone; kdkeras builds the vocab.txt KerasHub reads."""
+    import shutil
+
+    folder = tmp_path / "hf5"
+    shutil.copytree(work["teacher_hf"], folder)
+    vocabulary = (folder / "vocab.txt").read_text().splitlines()
+    (folder / "vocab.txt").unlink()
+    shuffled = dict(sorted({t: i for i, t in enumerate(vocabulary)}.items()))  # stored by name, not by id
+    (folder / "tokenizer.json").write_text(json.dumps({"version": "1.0", "model": {
+        "type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##", "vocab": shuffled}}))
+    model = encoder_job.load_text_classifier(str(folder))
+    reference = encoder_job.load_text_classifier(work["teacher_hf"])
+    model.preprocessor.sequence_length = reference.preprocessor.sequence_length = LENGTH
+    texts = work["held_texts"][:4]
+    np.testing.assert_array_equal(np.asarray(model.preprocessor(texts)["token_ids"]),
+                                  np.asarray(reference.preprocessor(texts)["token_ids"]))
+    np.testing.assert_allclose(np.asarray(model.predict(texts, verbose=0)),
+                               np.asarray(reference.predict(texts, verbose=0)), atol=1e-6)
+    assert not (folder / "vocab.txt").exists()  # the user's folder is not written to

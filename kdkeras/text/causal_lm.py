@@ -265,7 +265,7 @@ def load_causal_lm(preset, role="--teacher", dtype=None):
         raise ValueError(f"{role} {preset!r} is not a preset: give a directory saved with save_to_preset, a Hugging "
                          "Face checkpoint directory, or a hf:// or kaggle:// handle.")
     try:
-        with _gpt2_vocabulary_files(preset) as readable:
+        with readable_tokenizer_files(preset) as readable:
             model = keras_hub.models.CausalLM.from_preset(readable, **({"dtype": dtype} if dtype else {}))
     except Exception as e:  # noqa: BLE001 - any failure is the user's preset
         message = " ".join(str(e).split())[:300]
@@ -285,29 +285,34 @@ def _hf_config(preset):
 
 
 @contextlib.contextmanager
-def _gpt2_vocabulary_files(preset):
-    """``preset``, or, for a Hugging Face GPT-2-style checkpoint that carries only ``tokenizer.json`` (as
-    transformers 5 saves them), a temporary mirror of it with the ``vocab.json`` and ``merges.txt`` that
-    KerasHub's converter reads, built from ``tokenizer.json`` (the user's folder is not written to)."""
+def readable_tokenizer_files(preset):
+    """``preset``, or, for a Hugging Face checkpoint that carries only ``tokenizer.json`` (as transformers 5 saves
+    them), a temporary mirror of it with the files KerasHub's converters read, built from ``tokenizer.json``: GPT-2's
+    ``vocab.json`` and ``merges.txt``, BERT's ``vocab.txt``. The user's folder is not written to."""
     folder = os.fspath(preset)
     files = set(os.listdir(folder)) if os.path.isdir(folder) else set()
-    if "tokenizer.json" not in files or {"vocab.json", "merges.txt"} <= files or \
-            _hf_config(preset).get("model_type") != "gpt2":
+    kind = _hf_config(preset).get("model_type")
+    needed = {"gpt2": ("BPE", {"vocab.json", "merges.txt"}), "bert": ("WordPiece", {"vocab.txt"})}.get(kind)
+    if "tokenizer.json" not in files or needed is None or needed[1] <= files:
         yield preset
         return
     with open(os.path.join(folder, "tokenizer.json"), encoding="utf-8") as f:
-        bpe = json.load(f).get("model", {})
-    if bpe.get("type") != "BPE" or "vocab" not in bpe:
+        model = json.load(f).get("model", {})
+    if model.get("type") != needed[0] or "vocab" not in model:
         yield preset
         return
-    merges = [m if isinstance(m, str) else " ".join(m) for m in bpe.get("merges", [])]
-    with tempfile.TemporaryDirectory(prefix="kdkeras-gpt2-") as mirror:
+    with tempfile.TemporaryDirectory(prefix=f"kdkeras-{kind}-") as mirror:
         for name in files:
             os.symlink(os.path.join(os.path.abspath(folder), name), os.path.join(mirror, name))
-        with open(os.path.join(mirror, "vocab.json"), "w", encoding="utf-8") as f:
-            json.dump(bpe["vocab"], f, ensure_ascii=False)
-        with open(os.path.join(mirror, "merges.txt"), "w", encoding="utf-8") as f:
-            f.write("#version: 0.2\n" + "".join(m + "\n" for m in merges))
+        if kind == "bert":
+            with open(os.path.join(mirror, "vocab.txt"), "w", encoding="utf-8") as f:
+                f.write("".join(t + "\n" for t in sorted(model["vocab"], key=model["vocab"].get)))
+        else:
+            merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+            with open(os.path.join(mirror, "vocab.json"), "w", encoding="utf-8") as f:
+                json.dump(model["vocab"], f, ensure_ascii=False)
+            with open(os.path.join(mirror, "merges.txt"), "w", encoding="utf-8") as f:
+                f.write("#version: 0.2\n" + "".join(m + "\n" for m in merges))
         yield mirror
 
 

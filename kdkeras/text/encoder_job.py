@@ -125,7 +125,8 @@ def load_text_classifier(preset, flag="--teacher", num_classes=None):
     elif os.path.exists(preset) or ("/" in preset and "://" not in preset):
         raise ValueError(f"{what} is not a preset directory or handle.")
     try:
-        model = keras_hub.models.TextClassifier.from_preset(preset, **options)
+        with causal_lm.readable_tokenizer_files(preset) as readable:
+            model = keras_hub.models.TextClassifier.from_preset(readable, **options)
     except Exception as e:  # noqa: BLE001 - an unreadable preset is the user's input
         raise ValueError(f"{what} could not be loaded as a text classifier: {str(e).splitlines()[0]}") from None
     if model.preprocessor is None:

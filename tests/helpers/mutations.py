@@ -117,6 +117,12 @@ MUTATIONS = {
         "    pass",
         ["tests/test_distill_classifier.py::test_a_backbone_student_gets_the_same_seeded_head_every_run"],
     ),
+    "BERT vocab.txt from tokenizer.json in name order": (
+        "text/causal_lm.py",
+        '                f.write("".join(t + "\\n" for t in sorted(model["vocab"], key=model["vocab"].get)))',
+        '                f.write("".join(t + "\\n" for t in model["vocab"]))',
+        ["tests/test_distill_classifier.py::test_a_bert_checkpoint_with_only_tokenizer_json_loads"],
+    ),
     "distill-classifier: the held-out texts overlap the training texts": (
         "text/encoder_job.py",
         "    return [rows[i] for i in sorted(order[held:])], [rows[i] for i in sorted(order[:held])]",

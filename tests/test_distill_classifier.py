@@ -309,3 +309,20 @@ def test_a_bert_checkpoint_with_only_tokenizer_json_loads(work, tmp_path):
     np.testing.assert_allclose(np.asarray(model.predict(texts, verbose=0)),
                                np.asarray(reference.predict(texts, verbose=0)), atol=1e-6)
     assert not (folder / "vocab.txt").exists()  # the user's folder is not written to
+
+
+@pytest.mark.parametrize("settings, strips", [({"do_lower_case": True}, True),
+                                              ({"do_lower_case": True, "strip_accents": False}, False),
+                                              ({"do_lower_case": False}, False)])
+def test_a_hugging_face_tokenizer_strips_accents_as_its_config_says(work, tmp_path, settings, strips):
+    """transformers strips accents when it lowercases unless told otherwise; KerasHub's converter ignores it."""
+    import shutil
+
+    folder = tmp_path / "hf"
+    shutil.copytree(work["teacher_hf"], folder)
+    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "BertTokenizer", **settings}))
+    tokenizer = encoder_job.load_text_classifier(str(folder)).preprocessor.tokenizer
+    assert tokenizer.strip_accents is strips
+    ids = np.asarray(tokenizer("gööd fün")).tolist()
+    good = VOCAB.index("good")
+    assert (ids[0] == good) is strips

@@ -134,18 +134,27 @@ def load_text_classifier(preset, flag="--teacher", num_classes=None):
     limit = getattr(model.backbone, "max_sequence_length", None)
     if limit is not None and model.preprocessor.sequence_length > int(limit):  # a Hugging Face folder gets 512
         model.preprocessor.sequence_length = int(limit)
+    _hf_accents(preset, model.preprocessor.tokenizer)
     if head is not None:
         kernel, bias = head
         model.output_dense.set_weights([np.transpose(kernel), bias])
     return model
 
 
+def _hf_accents(preset, tokenizer):
+    """Strips accents as a Hugging Face BERT tokenizer does (``strip_accents``, by default when it lowercases),
+    which KerasHub's converter does not read."""
+    settings = _read_json(preset, "tokenizer_config.json") if os.path.isdir(preset) else None
+    if settings is None or not hasattr(tokenizer, "strip_accents") or "do_lower_case" not in settings:
+        return
+    strip = settings.get("strip_accents")
+    tokenizer.strip_accents = bool(settings["do_lower_case"] if strip is None else strip)
+
+
 def _hf_head(preset, config):
     """``(kernel [classes, width], bias)`` of a Hugging Face BERT sequence classifier."""
     from keras_hub.src.utils.transformers.safetensor_utils import SafetensorLoader
 
-    if not config.get("id2label"):
-        raise ValueError(f"{preset!r}: its config.json names no classes (id2label).")
     with SafetensorLoader(preset, prefix="") as loader:
         return np.asarray(loader.get_tensor("classifier.weight")), np.asarray(loader.get_tensor("classifier.bias"))
 

@@ -123,6 +123,12 @@ MUTATIONS = {
         '                f.write("".join(t + "\\n" for t in model["vocab"]))',
         ["tests/test_distill_classifier.py::test_a_bert_checkpoint_with_only_tokenizer_json_loads"],
     ),
+    "Hugging Face BERT tokenizer: accents kept where transformers strips them": (
+        "text/encoder_job.py",
+        '    tokenizer.strip_accents = bool(settings["do_lower_case"] if strip is None else strip)',
+        '    tokenizer.strip_accents = bool(strip)',
+        ["tests/test_distill_classifier.py::test_a_hugging_face_tokenizer_strips_accents_as_its_config_says"],
+    ),
     "distill-classifier: the held-out texts overlap the training texts": (
         "text/encoder_job.py",
         "    return [rows[i] for i in sorted(order[held:])], [rows[i] for i in sorted(order[:held])]",

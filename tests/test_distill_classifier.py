@@ -251,6 +251,7 @@ def test_a_causal_lm_is_not_a_text_classifier(tmp_path):
         encoder_job.load_text_classifier(str(tmp_path / "lm"))
 
 
+@pytest.mark.slow
 def test_with_alpha_0_the_student_follows_the_teacher_not_the_labels(work, tmp_path):
     """Every training label is class 0, but alpha = 0 (logits only): the student learns the teacher's answers."""
     texts, _ = _texts(150, seed=1)
@@ -263,6 +264,7 @@ def test_with_alpha_0_the_student_follows_the_teacher_not_the_labels(work, tmp_p
     assert record["student_after"]["agreement"] >= 0.8
 
 
+@pytest.mark.slow
 def test_resume_loads_a_finished_run_instead_of_training_again(work, tmp_path):
     out = tmp_path / "run"
     assert _run(work, out, "--epochs", "1") == 0
@@ -273,6 +275,7 @@ def test_resume_loads_a_finished_run_instead_of_training_again(work, tmp_path):
     assert again["training_seconds"] == 0 and again["student_after"] == first["student_after"]
 
 
+@pytest.mark.slow
 def test_a_backbone_student_gets_the_same_seeded_head_every_run(work, tmp_path):
     """Runs that compare settings must start from one student: a backbone preset's new head is seeded."""
     from kdkeras.encoder_recipe import EncoderRecipe

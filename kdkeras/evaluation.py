@@ -17,7 +17,8 @@ from kdkeras.distiller import split_cached_inputs
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["accuracy", "compare", "gap_closed", "language_model_metrics", "macro_f1", "format_table", "METRIC_LABELS"]
+__all__ = ["accuracy", "classification_metrics", "compare", "gap_closed", "language_model_metrics", "macro_f1",
+           "format_table", "METRIC_LABELS"]
 
 #: Column headers for :func:`format_table`, in order.
 METRIC_LABELS = {
@@ -97,6 +98,25 @@ def _log_softmax(z):
     z = z.astype(np.float64)
     z = z - z.max(axis=-1, keepdims=True)
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def _kl_and_agreement(logits, teacher_logits):
+    """``(mean KL(p_t || p) at T = 1 in nats, top-1 agreement)`` of ``logits`` against ``teacher_logits``."""
+    log_pt, log_ps = _log_softmax(np.asarray(teacher_logits)), _log_softmax(np.asarray(logits))
+    return (float(np.mean(np.sum(np.exp(log_pt) * (log_pt - log_ps), -1))),
+            float(np.mean(log_ps.argmax(-1) == log_pt.argmax(-1))))
+
+
+def classification_metrics(logits, labels, teacher_logits=None):
+    """Accuracy and macro F1 of ``logits`` against ``labels``; with ``teacher_logits`` the mean
+    ``kl_to_teacher`` (KL(teacher || model) at T = 1, nats) and the top-1 ``agreement``."""
+    logits = np.asarray(logits, np.float64)
+    predicted = logits.argmax(-1)
+    result = {"accuracy": float(np.mean(predicted == labels)),
+              "macro_f1": macro_f1(labels, predicted, logits.shape[-1])}
+    if teacher_logits is not None:
+        result["kl_to_teacher"], result["agreement"] = _kl_and_agreement(logits, teacher_logits)
+    return result
 
 
 def _deployable_size(model):
@@ -183,10 +203,7 @@ def compare(models, data, teacher=None, batch_size=256, latency_repeats=50):
             "latency_ms_per_image": _latency_ms(model, x[0], latency_repeats),
         }
         if teacher_logits is not None and model is not teacher:
-            log_pt = _log_softmax(teacher_logits)
-            log_ps = _log_softmax(logits)
-            entry["agreement"] = float(np.mean(pred == teacher_logits.argmax(-1)))
-            entry["mean_kl_to_teacher"] = float(np.mean(np.sum(np.exp(log_pt) * (log_pt - log_ps), -1)))
+            entry["mean_kl_to_teacher"], entry["agreement"] = _kl_and_agreement(logits, teacher_logits)
         results[name] = entry
         logger.info("%s: %s", name, entry)
     return results

@@ -109,7 +109,7 @@ def main(argv=None):
     from kdkeras.cli.dispatch import main as kdkeras
     from kdkeras.provenance import write_result
     from kdkeras.text import classifier
-    from kdkeras.text.encoder_job import classification_metrics
+    from kdkeras.evaluation import classification_metrics
 
     overrides = {k: v for k, v in (("teacher_epochs", args.teacher_epochs), ("student_epochs", args.student_epochs))
                  if v}

@@ -45,8 +45,6 @@ def summarize(record):
 
 def main(argv=None):
     args = parse(argv)
-    import numpy as np
-
     from kdkeras import text
     from kdkeras.provenance import write_result
     from kdkeras.text import classifier
@@ -55,9 +53,8 @@ def main(argv=None):
     if args.teacher_epochs:
         base = dataclasses.replace(base, teacher_epochs=args.teacher_epochs)
     data = classifier.prepare(text.load_corpus(args.data), base)
-    counts = np.bincount(data.validation.labels, minlength=len(data.classes))
-    chance = float(max(counts.max() / counts.sum(), 1 / len(data.classes)))
-    limits = {"chance": chance, "near_chance_below": chance + 0.5 / len(data.classes)}
+    chance, near = classifier.chance_level(data.validation.labels, len(data.classes))
+    limits = {"chance": chance, "near_chance_below": near}
     if args.summarize:  # the runs were stopped early (a rate had already lost on one seed): summarize them
         with open(args.json) as f:
             record = {**json.load(f), **limits}

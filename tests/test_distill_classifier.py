@@ -183,10 +183,11 @@ def test_csv_and_jsonl_read_alike_and_the_split_is_seeded(tmp_path):
     from_jsonl = encoder_job.read_labelled(_write_jsonl(tmp_path / "d.jsonl", texts, labels))
     assert [r[:2] for r in from_csv] == [(t, str(y)) for t, y in zip(texts, labels)]
     assert [r[0] for r in from_jsonl] == texts
-    train, held = encoder_job._split(from_jsonl, None, seed=0)
-    train2, held2 = encoder_job._split(from_jsonl, None, seed=0)
-    assert len(held) == 4 and held == held2 and not {r[2] for r in held} & {r[2] for r in train}
-    assert encoder_job._split(from_jsonl, None, seed=1)[1] != held
+    train, held = encoder_job._split(len(from_jsonl), seed=0)
+    train2, held2 = encoder_job._split(len(from_jsonl), seed=0)
+    assert len(held) == 4 and np.array_equal(held, held2) and not set(held) & set(train)
+    assert sorted([*train, *held]) == list(range(len(from_jsonl)))
+    assert not np.array_equal(encoder_job._split(len(from_jsonl), seed=1)[1], held)
 
 
 def test_hints_are_projected_only_where_the_widths_differ(work):

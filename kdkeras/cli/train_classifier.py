@@ -187,10 +187,9 @@ def _write_outputs(args, recipe, data, models, histories, timings):
 
     from kdkeras import plotting
     from kdkeras.atomic import write_text
-    from kdkeras.evaluation import gap_closed
+    from kdkeras.evaluation import classification_metrics, gap_closed
     from kdkeras.provenance import provenance
     from kdkeras.text import classifier
-    from kdkeras.text.encoder_job import classification_metrics
 
     passages = getattr(data, args.split)
     teacher_logits = models["teacher"].predict(passages.inputs(), batch_size=256, verbose=0)  # once, not per student

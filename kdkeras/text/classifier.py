@@ -43,15 +43,16 @@ import numpy as np
 import tensorflow as tf
 
 from kdkeras.distiller import cached_batch
+from kdkeras.evaluation import classification_metrics
 from kdkeras.experiment import StageResult
 from kdkeras.features import uniform_layer_map
 from kdkeras.text.classification import classification_data
-from kdkeras.text.encoder_job import classification_metrics, distiller, warmup_cosine_adamw
+from kdkeras.text.encoder_job import distiller, warmup_cosine_adamw
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["METHODS", "ClassifierRecipe", "build_classifier", "evaluate", "prepare", "probabilities",
-           "student_from_teacher", "train_student", "train_teacher"]
+__all__ = ["METHODS", "ClassifierRecipe", "build_classifier", "chance_level", "evaluate", "near_chance", "prepare",
+           "probabilities", "student_from_teacher", "train_student", "train_teacher"]
 
 #: The student's training methods, in the order of the report.
 METHODS = ("hard", "logits", "hidden", "attention")
@@ -195,21 +196,27 @@ def train_teacher(data, recipe, *, verbose=2, callbacks=()):
     return StageResult(teacher, history)
 
 
+def chance_level(labels, num_classes):
+    """``(chance, near)``: the better of guessing the most frequent of ``labels`` and ``1 / num_classes``, and the
+    accuracy up to which a model counts as near it (half of ``1 / num_classes`` above)."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
+    chance = float(max(counts.max() / max(counts.sum(), 1), 1.0 / num_classes))
+    return chance, chance + 0.5 / num_classes
+
+
 def near_chance(history, labels, num_classes):
     """A warning (or ``None``) when a model's best validation accuracy in ``history`` stays near chance.
 
-    Chance is the better of guessing the most frequent validation label and
-    ``1 / num_classes``; "near" is within half of ``1 / num_classes`` above it.
+    Chance and "near" are :func:`chance_level`'s.
     A teacher that learned nothing teaches nothing: the students' comparison
     then says nothing about distillation.
     """
     accuracies = history.get("val_accuracy") or []
     if not accuracies:
         return None
-    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
-    chance = max(counts.max() / max(counts.sum(), 1), 1.0 / num_classes)
+    chance, near = chance_level(labels, num_classes)
     best = max(accuracies)
-    if best > chance + 0.5 / num_classes:
+    if best > near:
         return None
     return (f"The teacher's best validation accuracy, {best:.3f}, is near chance ({chance:.3f} for "
             f"{num_classes} classes): it has learned little to teach. Train it longer, with another "
@@ -258,7 +265,7 @@ def _logits(model, passages, batch_size=256):
 
 def evaluate(model, passages, teacher=None, teacher_logits=None):
     """Accuracy, macro F1 and, with a teacher, the mean KL(teacher || model) at T = 1 and the top-1 agreement
-    (:func:`kdkeras.text.encoder_job.classification_metrics`).
+    (:func:`kdkeras.evaluation.classification_metrics`).
 
     ``teacher_logits`` (the teacher's logits on ``passages``) spares running the teacher again.
     """

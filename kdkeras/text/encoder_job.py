@@ -5,7 +5,8 @@
 :func:`distil_and_report` trains, evaluates and writes the outputs. The
 pieces the text-classification job shares are public: :func:`distiller`
 (logits KD, hidden-state hints and MiniLM-v2 attention relations over a
-layer map), :func:`warmup_cosine_adamw` and :func:`classification_metrics`.
+layer map) and :func:`warmup_cosine_adamw`; both report with
+:func:`kdkeras.evaluation.classification_metrics`.
 
 Example:
 
@@ -32,19 +33,18 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kdkeras import evaluation, provenance
+from kdkeras import language, provenance
 from kdkeras.atomic import write_text
 from kdkeras.distiller import Distiller, cached_batch
 from kdkeras.encoder_recipe import EncoderRecipe
+from kdkeras.evaluation import classification_metrics
 from kdkeras.experiment import RunState, fit_stage
 from kdkeras.features import FeatureDistiller, last_layers_map, uniform_layer_map
-from kdkeras.language import PROBE_TEXT
 from kdkeras.text import causal_lm, hf_export
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CLASSES_FILE", "EncoderJob", "EncoderRecipe", "LabelledTexts", "class_names", "classification_metrics",
-           "distil", "distil_and_report", "distiller", "label_ids", "layer_pairs", "load_text_classifier",
+__all__ = ["CLASSES_FILE", "EncoderJob", "EncoderRecipe", "LabelledTexts", "class_names", "distil", "distil_and_report", "distiller", "label_ids", "layer_pairs", "load_text_classifier",
            "prepare", "read_labelled", "student_from_teacher", "tokenize", "warmup_cosine_adamw"]
 
 #: The class names kdkeras writes next to a student preset (a Keras preset has no place for them).
@@ -186,15 +186,6 @@ def student_from_teacher(teacher, layers):
     return student
 
 
-def _check_tokenizers(teacher, student):
-    first, second = teacher.preprocessor.tokenizer, student.preprocessor.tokenizer
-    ids = [np.asarray(t(PROBE_TEXT)).reshape(-1).tolist() for t in (first, second)]
-    if type(first) is not type(second) or first.vocabulary_size() != second.vocabulary_size() or ids[0] != ids[1]:
-        raise ValueError(f"the teacher's and the student's tokenizers differ ({type(first).__name__} of "
-                         f"{first.vocabulary_size():,} tokens, {type(second).__name__} of {second.vocabulary_size():,}"
-                         "): distillation compares them text by text on the same token ids.")
-
-
 def layer_pairs(student, teacher, layer_map="uniform"):
     """``[(student layer name, teacher layer name)]`` of the hints and relations (``"uniform"`` or ``"last"``)."""
     s_layers, t_layers = student.backbone.transformer_layers, teacher.backbone.transformer_layers
@@ -275,14 +266,13 @@ def tokenize(preprocessor, texts, batch_size=256):
     return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
 
 
-def _split(rows, validation_rows, seed):
-    if validation_rows is not None:
-        return rows, validation_rows
-    if len(rows) < 2:
+def _split(count, seed):
+    """Seeded ``(training rows, held-out rows)``: index arrays, a tenth (at least one) held out."""
+    if count < 2:
         raise ValueError("--data needs at least 2 labelled texts to hold some out (or give --validation).")
-    order = np.random.default_rng(seed).permutation(len(rows))
-    held = max(1, round(0.1 * len(rows)))
-    return [rows[i] for i in sorted(order[held:])], [rows[i] for i in sorted(order[:held])]
+    order = np.random.default_rng(seed).permutation(count)
+    held = max(1, round(0.1 * count))
+    return np.sort(order[held:]), np.sort(order[:held])
 
 
 # ---------------------------------------------------------------------- #
@@ -307,22 +297,19 @@ def prepare(recipe):
         if int(student.num_classes) != int(teacher.num_classes):
             raise ValueError(f"--student {recipe.student!r} has {student.num_classes} classes, the teacher "
                              f"{teacher.num_classes}.")
-        _check_tokenizers(teacher, student)
+        language.check_same_tokenizer(language.tokenizer_of(teacher), language.tokenizer_of(student))
     if recipe.export == "hf":
         hf_export.check_exportable(student)  # refused before any training
     for model in (teacher, student):
         causal_lm.check_sequence_length(model, recipe.sequence_length)
         model.preprocessor.sequence_length = recipe.sequence_length
     pairs = layer_pairs(student, teacher, recipe.layer_map) if recipe.hidden_weight or recipe.attention_weight else []
-    order = {row[2]: label for row, label in zip(rows, labels)}
-    train_rows, held_rows = _split(rows, validation_rows, recipe.seed)
-    if held_labels is None:
-        train_labels = np.asarray([order[r[2]] for r in train_rows], np.int32)
-        held_labels = np.asarray([order[r[2]] for r in held_rows], np.int32)
+    texts = [row[0] for row in rows]
+    if validation_rows is None:
+        parts = [([texts[i] for i in part], labels[part]) for part in _split(len(rows), recipe.seed)]
     else:
-        train_labels = labels
-    sets = [LabelledTexts([r[0] for r in part], y, tokenize(teacher.preprocessor, [r[0] for r in part]))
-            for part, y in ((train_rows, train_labels), (held_rows, held_labels))]
+        parts = [(texts, labels), ([row[0] for row in validation_rows], held_labels)]
+    sets = [LabelledTexts(part, y, tokenize(teacher.preprocessor, part)) for part, y in parts]
     return EncoderJob(teacher, student, classes, sets[0], sets[1], pairs)
 
 
@@ -351,25 +338,6 @@ def distiller(student, teacher, pairs=(), hidden_weight=1.0, attention_weight=1.
     return FeatureDistiller(student, teacher, hints=hints, hint_loss=hint_loss, hint_weight=hidden_weight,
                             attention=attention, attention_weight=attention_weight, relation_heads=relation_heads,
                             hint_projection=hint_projection)
-
-
-def _log_softmax(z):
-    z = z - z.max(-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(-1, keepdims=True))
-
-
-def classification_metrics(logits, labels, teacher_logits=None):
-    """Accuracy and macro F1 of ``logits`` against ``labels``; with ``teacher_logits`` the mean
-    KL(teacher || model) at T = 1 (nats) and the top-1 agreement."""
-    logits = np.asarray(logits, np.float64)
-    predicted = logits.argmax(-1)
-    result = {"accuracy": float(np.mean(predicted == labels)),
-              "macro_f1": evaluation.macro_f1(labels, predicted, logits.shape[-1])}
-    if teacher_logits is not None:
-        teacher_log_p, log_p = _log_softmax(np.asarray(teacher_logits, np.float64)), _log_softmax(logits)
-        result["kl_to_teacher"] = float(np.mean(np.sum(np.exp(teacher_log_p) * (teacher_log_p - log_p), -1)))
-        result["agreement"] = float(np.mean(predicted == teacher_log_p.argmax(-1)))
-    return result
 
 
 def _logits(model, inputs, batch_size=128):
@@ -447,7 +415,7 @@ def distil_and_report(job, recipe, command=""):
                 for t, r, p in zip(texts, rows, probs)]
     record = {
         "command": command, "provenance": provenance.provenance(),
-        "settings": {k: v for k, v in dataclasses.asdict(recipe).items()}, "classes": job.classes,
+        "settings": dataclasses.asdict(recipe), "classes": job.classes,
         "texts": {"train": len(job.train), "validation": len(job.validation)},
         "layer_pairs": [list(p) for p in job.pairs], **metrics, "training_seconds": seconds, "history": history,
         "parameters": {"teacher": int(job.teacher.count_params()), "student": int(student.count_params())},

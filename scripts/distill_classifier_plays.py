@@ -76,7 +76,8 @@ def make_teacher(data, recipe, folder, seed):
     # come play by play, are shuffled here (seeded, every epoch).
     train = tf.data.Dataset.from_tensor_slices((x, data.train.labels)).shuffle(
         len(data.train), seed=seed, reshuffle_each_iteration=True).batch(recipe.batch_size)
-    history = bare.fit(train, epochs=recipe.teacher_epochs, verbose=2, validation_data=held, callbacks=[best])
+    history = bare.fit(train, epochs=recipe.teacher_epochs, shuffle=False, verbose=2, validation_data=held,
+                       callbacks=[best])
     teacher = keras_hub.models.BertTextClassifier(backbone, len(data.classes), preprocessor=preprocessor,
                                                   dropout=recipe.dropout)
     teacher.output_dense.set_weights(bare.output_dense.get_weights())

@@ -28,6 +28,7 @@ import logging
 import math
 import os
 import time
+import warnings
 
 import keras
 import numpy as np
@@ -125,7 +126,9 @@ def load_text_classifier(preset, flag="--teacher", num_classes=None):
     elif os.path.exists(preset) or ("/" in preset and "://" not in preset):
         raise ValueError(f"{what} is not a preset directory or handle.")
     try:
-        with causal_lm.readable_tokenizer_files(preset) as readable:
+        with causal_lm.readable_tokenizer_files(preset) as readable, warnings.catch_warnings():
+            # A preset saved after training holds its optimizer's state, which distillation never uses.
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
             model = keras_hub.models.TextClassifier.from_preset(readable, **options)
     except Exception as e:  # noqa: BLE001 - an unreadable preset is the user's input
         raise ValueError(f"{what} could not be loaded as a text classifier: {str(e).splitlines()[0]}") from None
